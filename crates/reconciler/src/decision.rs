@@ -1,0 +1,297 @@
+//! The per-VM reconcile decision, a pure function of the evidence.
+//!
+//! | # | Orka | GitHub runner | SSH probe | Action | Reason |
+//! |---|------|---------------|-----------|--------|--------|
+//! | 1 | `Failed` | any | any | delete | VM failed |
+//! | 2 | `Pending`, younger than the deploy deadline | any | any | re-check | still deploying |
+//! | 3 | `Pending`, past the deploy deadline | any | any | delete | deploy abandoned |
+//! | 4 | `Running` | lookup error | any | re-check | GitHub unknown: never delete on a lookup error |
+//! | 5 | `Running` | absent | any | delete | no runner registration |
+//! | 6 | `Running` | busy | unreachable / could not tell / auth failure | adopt | GitHub says a job runs |
+//! | 7 | `Running` | idle / offline / unknown | unreachable or could not tell, fewer than N strikes | re-check | probe failed |
+//! | 8 | `Running` | idle / offline / unknown | unreachable or could not tell, N strikes | delete | unreachable |
+//! | 9 | `Running` | idle / offline / unknown | auth failure | delete | credentials rejected, runner cannot be inspected |
+//! | 10 | `Running` | present | setup sentinel missing | delete | setup never completed |
+//! | 11 | `Running` | present | run sentinel present | clean up | run finished, cleanup missed |
+//! | 12 | `Running` | present | setup done, run.sh not alive, no run sentinel | delete | run.sh crashed |
+//! | 13 | `Running` | present | setup done, run.sh alive | adopt | runner running |
+//!
+//! "Could not tell" on any probe answer the row needs counts as a probe failure (rows
+//! 6–8), never as "no". Rows 10–13 read the answers in that order.
+
+use std::time::Duration;
+
+use vm_probe::{ProbeReport, Tri};
+
+/// What Orka says about the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrkaEvidence {
+    /// `Pending`, for this long (since first seen or since creation).
+    Pending {
+        /// How long it has been pending.
+        age: Duration,
+    },
+    /// `Running` (with an SSH endpoint).
+    Running,
+    /// `Failed`, or running without an SSH endpoint past the deploy deadline.
+    Failed,
+}
+
+/// What GitHub says about the runner of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerEvidence {
+    /// No registration with this name.
+    Absent,
+    /// Registered, online, no job.
+    Idle,
+    /// Registered and executing a job.
+    Busy,
+    /// Registered, not connected.
+    Offline,
+    /// Registered, state not reported.
+    Unknown,
+    /// The lookup failed.
+    LookupError,
+}
+
+/// What the SSH probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeEvidence {
+    /// The probe ran.
+    Report(ProbeReport),
+    /// Could not connect or the connection failed mid-probe.
+    Unreachable,
+    /// The VM rejected our credentials.
+    AuthFailed,
+    /// Not probed (not needed for the decision, e.g. a `Failed` VM).
+    NotProbed,
+}
+
+/// Everything known about one owned VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    /// Orka status.
+    pub orka: OrkaEvidence,
+    /// GitHub runner record.
+    pub runner: RunnerEvidence,
+    /// SSH probe.
+    pub probe: ProbeEvidence,
+    /// Consecutive earlier reconcile passes in which this VM's probe failed.
+    pub previous_probe_failures: u32,
+}
+
+/// Thresholds of the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilePolicy {
+    /// A `Pending` VM older than this is abandoned.
+    pub deploy_deadline: Duration,
+    /// Probe failures (this pass included) before an unreachable VM is deleted.
+    pub unreachable_strikes: u32,
+}
+
+impl Default for ReconcilePolicy {
+    fn default() -> Self {
+        Self { deploy_deadline: Duration::from_secs(15 * 60), unreachable_strikes: 3 }
+    }
+}
+
+/// What to do with the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Track it like a runner this process started.
+    Adopt,
+    /// Deregister the runner, then delete the VM (the run finished).
+    CleanUp,
+    /// Deregister any runner, then delete the VM (nothing worth keeping).
+    Delete,
+    /// Leave it alone now; look again next pass.
+    RecheckLater,
+}
+
+/// Why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Orka reports the VM `Failed`.
+    VmFailed,
+    /// Still `Pending` within the deploy deadline.
+    StillDeploying,
+    /// `Pending` past the deploy deadline.
+    DeployAbandoned,
+    /// The GitHub lookup failed; never delete on that.
+    GithubUnknown,
+    /// No runner registration for the VM.
+    NoRunner,
+    /// GitHub reports the runner busy although the VM could not be probed.
+    BusyPerGithub,
+    /// The probe failed; not enough strikes yet.
+    ProbeFailed,
+    /// The probe failed on enough consecutive passes.
+    Unreachable,
+    /// The VM rejects our credentials and GitHub shows no job on it.
+    AuthRejected,
+    /// Setup sentinel missing.
+    SetupIncomplete,
+    /// Run sentinel present: run.sh finished, cleanup missed.
+    RunFinished,
+    /// Setup done, run.sh not alive, no run sentinel.
+    RunnerCrashed,
+    /// Setup done and run.sh alive.
+    RunnerRunning,
+}
+
+impl Reason {
+    /// A short stable label (logs, metrics, dry-run tables).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::VmFailed => "vm_failed",
+            Reason::StillDeploying => "still_deploying",
+            Reason::DeployAbandoned => "deploy_abandoned",
+            Reason::GithubUnknown => "github_lookup_failed",
+            Reason::NoRunner => "no_runner",
+            Reason::BusyPerGithub => "busy_per_github",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::Unreachable => "unreachable",
+            Reason::AuthRejected => "ssh_auth_rejected",
+            Reason::SetupIncomplete => "setup_incomplete",
+            Reason::RunFinished => "run_finished",
+            Reason::RunnerCrashed => "runner_crashed",
+            Reason::RunnerRunning => "runner_running",
+        }
+    }
+}
+
+/// An action with its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// What to do.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+}
+
+const fn decision(action: Action, reason: Reason) -> Decision {
+    Decision { action, reason }
+}
+
+/// Decides what to do with one owned VM. Pure.
+pub fn decide(evidence: &Evidence, policy: &ReconcilePolicy) -> Decision {
+    use Action::*;
+    match evidence.orka {
+        OrkaEvidence::Failed => return decision(Delete, Reason::VmFailed),
+        OrkaEvidence::Pending { age } if age < policy.deploy_deadline => {
+            return decision(RecheckLater, Reason::StillDeploying);
+        }
+        OrkaEvidence::Pending { .. } => return decision(Delete, Reason::DeployAbandoned),
+        OrkaEvidence::Running => {}
+    }
+    match evidence.runner {
+        RunnerEvidence::LookupError => return decision(RecheckLater, Reason::GithubUnknown),
+        RunnerEvidence::Absent => return decision(Delete, Reason::NoRunner),
+        _ => {}
+    }
+    let busy_per_github = evidence.runner == RunnerEvidence::Busy;
+    let probe_failed = || {
+        if busy_per_github {
+            decision(Adopt, Reason::BusyPerGithub)
+        } else if evidence.previous_probe_failures + 1 >= policy.unreachable_strikes {
+            decision(Delete, Reason::Unreachable)
+        } else {
+            decision(RecheckLater, Reason::ProbeFailed)
+        }
+    };
+    let report = match evidence.probe {
+        ProbeEvidence::Report(report) => report,
+        ProbeEvidence::AuthFailed if busy_per_github => return decision(Adopt, Reason::BusyPerGithub),
+        ProbeEvidence::AuthFailed => return decision(Delete, Reason::AuthRejected),
+        ProbeEvidence::Unreachable | ProbeEvidence::NotProbed => return probe_failed(),
+    };
+    match (report.setup_complete, report.run_complete, report.runner_alive) {
+        (Tri::No, _, _) => decision(Delete, Reason::SetupIncomplete),
+        (Tri::Unknown, _, _) => probe_failed(),
+        (Tri::Yes, Tri::Yes, _) => decision(CleanUp, Reason::RunFinished),
+        (Tri::Yes, Tri::Unknown, _) => probe_failed(),
+        (Tri::Yes, Tri::No, Tri::Yes) => decision(Adopt, Reason::RunnerRunning),
+        (Tri::Yes, Tri::No, Tri::No) => decision(Delete, Reason::RunnerCrashed),
+        (Tri::Yes, Tri::No, Tri::Unknown) => probe_failed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: ReconcilePolicy =
+        ReconcilePolicy { deploy_deadline: Duration::from_secs(900), unreachable_strikes: 3 };
+
+    fn report(setup: Tri, run: Tri, alive: Tri) -> ProbeEvidence {
+        ProbeEvidence::Report(ProbeReport {
+            setup_complete: setup,
+            run_complete: run,
+            runner_alive: alive,
+            exit_code: None,
+        })
+    }
+
+    fn running(runner: RunnerEvidence, probe: ProbeEvidence) -> Evidence {
+        Evidence { orka: OrkaEvidence::Running, runner, probe, previous_probe_failures: 0 }
+    }
+
+    fn check(evidence: Evidence, action: Action, reason: Reason) {
+        assert_eq!(decide(&evidence, &POLICY), Decision { action, reason }, "{evidence:?}");
+    }
+
+    use RunnerEvidence as R;
+    use Tri::{No, Unknown, Yes};
+
+    #[test]
+    fn seed_baseline() {
+        check(running(R::Absent, report(Yes, No, Yes)), Action::Delete, Reason::NoRunner);
+        check(running(R::Idle, report(No, No, No)), Action::Delete, Reason::SetupIncomplete);
+        check(running(R::Busy, report(Yes, No, No)), Action::Delete, Reason::RunnerCrashed);
+        check(running(R::Offline, report(Yes, Yes, No)), Action::CleanUp, Reason::RunFinished);
+        check(running(R::Busy, report(Yes, No, Yes)), Action::Adopt, Reason::RunnerRunning);
+        check(running(R::Idle, report(Yes, No, Yes)), Action::Adopt, Reason::RunnerRunning);
+    }
+
+    #[test]
+    fn orka_status_rows() {
+        let pending = |secs| Evidence {
+            orka: OrkaEvidence::Pending { age: Duration::from_secs(secs) },
+            ..running(R::Absent, ProbeEvidence::NotProbed)
+        };
+        check(pending(60), Action::RecheckLater, Reason::StillDeploying);
+        check(pending(901), Action::Delete, Reason::DeployAbandoned);
+        let failed = Evidence { orka: OrkaEvidence::Failed, ..running(R::Busy, report(Yes, No, Yes)) };
+        check(failed, Action::Delete, Reason::VmFailed);
+    }
+
+    #[test]
+    fn a_github_lookup_error_never_deletes() {
+        for probe in
+            [report(No, No, No), report(Yes, Yes, No), ProbeEvidence::Unreachable, ProbeEvidence::AuthFailed]
+        {
+            let mut evidence = running(R::LookupError, probe);
+            evidence.previous_probe_failures = 10;
+            check(evidence, Action::RecheckLater, Reason::GithubUnknown);
+        }
+    }
+
+    #[test]
+    fn unreachable_vm_busy_on_github_is_adopted_otherwise_struck_out() {
+        check(running(R::Busy, ProbeEvidence::Unreachable), Action::Adopt, Reason::BusyPerGithub);
+        check(running(R::Busy, ProbeEvidence::AuthFailed), Action::Adopt, Reason::BusyPerGithub);
+        check(running(R::Idle, ProbeEvidence::Unreachable), Action::RecheckLater, Reason::ProbeFailed);
+        let struck =
+            Evidence { previous_probe_failures: 2, ..running(R::Offline, ProbeEvidence::Unreachable) };
+        check(struck, Action::Delete, Reason::Unreachable);
+        check(running(R::Idle, ProbeEvidence::AuthFailed), Action::Delete, Reason::AuthRejected);
+    }
+
+    #[test]
+    fn could_not_tell_is_never_read_as_no() {
+        for probe in [report(Unknown, No, No), report(Yes, Unknown, No), report(Yes, No, Unknown)] {
+            check(running(R::Idle, probe), Action::RecheckLater, Reason::ProbeFailed);
+            check(running(R::Busy, probe), Action::Adopt, Reason::BusyPerGithub);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Fake Orka: the Orka 3 gateway REST API with a stateful cluster (spec: orka-api.md §11).
