@@ -1,5 +1,8 @@
 //! `orka-runner-controller`: runs GitHub Actions jobs on ephemeral macOS VMs in Orka.
 
+#[allow(dead_code)] // Wired into `run` by the wiring module (next step).
+mod service;
+
 use clap::Parser;
 
 /// Runs GitHub Actions jobs on ephemeral macOS VMs in a MacStadium Orka cluster.

@@ -1,0 +1,376 @@
+//! The per-scale-set service: obtains the scale set, holds its message session (GitHub's
+//! lock — one holder per scale set, so replicas run active/standby), runs the first
+//! reconciliation, then turns messages, empty polls and ticks into fleet work.
+//!
+//! It owns the session lifecycle and nothing else: scaling decisions belong to the fleet
+//! (provisioner), VM decisions to the reconciler. Errors never end the loop except those
+//! that mean the scale set cannot be served at all (bad credentials, missing runner group).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use github_scaleset::{
+    Label, MessageQueue, MessageSession, NewScaleSet, RunnerSetting, ScaleSet, ScaleSetApi, ScaleSetError,
+    ScaleSetMessage, Statistics,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// What the service needs from the provisioner.
+#[async_trait]
+pub trait RunnerFleet: Send + Sync {
+    /// New statistics without job messages (session creation, empty poll).
+    async fn on_statistics(&self, statistics: Statistics);
+    /// A message batch; `queue` is for acquiring offered jobs.
+    async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue);
+    /// The periodic resync: plan again and probe running runners.
+    async fn tick(&self);
+    /// Stop taking new work; let in-flight cleanups finish within `deadline`.
+    async fn drain(&self, deadline: Duration);
+}
+
+/// What the service needs from the reconciler.
+#[async_trait]
+pub trait Sweeper: Send + Sync {
+    /// One reconciliation pass over the VMs this scale set owns.
+    async fn sweep(&self);
+}
+
+/// Opens the long-poll queue of a session (the concrete GitHub client does this).
+pub trait QueueOpener: Send + Sync {
+    /// A queue bound to `session`.
+    fn open(&self, session: MessageSession) -> Arc<dyn MessageQueue>;
+}
+
+/// Where a scale set's service is, for `/readyz` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Resolving or creating the scale set.
+    Starting,
+    /// Another process holds the session (standby), or GitHub is unreachable.
+    WaitingForSession(String),
+    /// Session held; the first reconciliation runs.
+    Reconciling,
+    /// Session held and first reconciliation done: serving jobs.
+    Serving,
+    /// Stopped (shutdown or a fatal error).
+    Stopped(String),
+}
+
+impl Phase {
+    /// Ready = holding the session and past the first reconciliation.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Phase::Serving)
+    }
+}
+
+/// The scale set this service serves.
+#[derive(Debug, Clone)]
+pub struct ScaleSetSpec {
+    /// Scale set name (= `runs-on` label and VM name prefix).
+    pub name: String,
+    /// Runner group id (`RUNNERS[].id`); 1 is the default group.
+    pub runner_group_id: i64,
+    /// Extra labels beyond the name.
+    pub extra_labels: Vec<String>,
+    /// Advertised capacity (`X-ScaleSetMaxCapacity`).
+    pub max_runners: u32,
+    /// Session owner name (hostname).
+    pub owner_name: String,
+    /// `MANAGE_RUNNER_SCALE_SETS`: delete the scale set on orderly exit.
+    pub delete_scale_set_on_exit: bool,
+}
+
+/// Timings of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceTimings {
+    /// First retry delay after an error; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Fleet resync period.
+    pub tick_interval: Duration,
+    /// Reconciliation period (`VM_TRACKER_INTERVAL`); `None` disables reconciliation.
+    pub reconcile_interval: Option<Duration>,
+    /// How long shutdown waits for in-flight cleanups.
+    pub drain_deadline: Duration,
+}
+
+/// The collaborators.
+#[derive(Clone)]
+pub struct ServiceDeps {
+    /// Admin-token API.
+    pub api: Arc<dyn ScaleSetApi>,
+    /// Opens session queues.
+    pub queues: Arc<dyn QueueOpener>,
+    /// The provisioner of this scale set.
+    pub fleet: Arc<dyn RunnerFleet>,
+    /// The reconciler of this scale set.
+    pub sweeper: Arc<dyn Sweeper>,
+}
+
+/// Why a scale set cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("scale set {scale_set} cannot be served")]
+pub struct FatalError {
+    /// The scale set.
+    pub scale_set: String,
+    /// The cause.
+    #[source]
+    pub source: ScaleSetError,
+}
+
+/// Runs the service until `cancel` fires (then exits cleanly: session deleted, fleet
+/// drained, running jobs left running) or a fatal error.
+pub async fn run_scale_set(
+    spec: ScaleSetSpec,
+    deps: ServiceDeps,
+    timings: ServiceTimings,
+    phase: watch::Sender<Phase>,
+    cancel: CancellationToken,
+) -> Result<(), FatalError> {
+    let fatal = |source| FatalError { scale_set: spec.name.clone(), source };
+    let mut backoff = Backoff::new(timings);
+    let mut last_message_id = 0_i64;
+    let result = loop {
+        if cancel.is_cancelled() {
+            break Ok(());
+        }
+        phase.send_replace(Phase::Starting);
+        let scale_set = match ensure_scale_set(&spec, deps.api.as_ref()).await {
+            Ok(s) => s,
+            Err(e) if is_fatal(&e) => break Err(fatal(e)),
+            Err(e) => {
+                warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "cannot resolve scale set; retrying");
+                phase.send_replace(Phase::WaitingForSession(format!("scale set lookup failed: {e}")));
+                if !backoff.wait(&cancel).await {
+                    break Ok(());
+                }
+                continue;
+            }
+        };
+        let session = match deps.api.create_session(scale_set.id, &spec.owner_name).await {
+            Ok(session) => session,
+            Err(ScaleSetError::SessionConflict) => {
+                info!(scale_set = %spec.name, "another process holds the message session; standing by");
+                phase.send_replace(Phase::WaitingForSession("another process holds the session".into()));
+                if !backoff.wait(&cancel).await {
+                    break Ok(());
+                }
+                continue;
+            }
+            Err(e) if is_fatal(&e) => break Err(fatal(e)),
+            Err(e) => {
+                warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "session creation failed; retrying");
+                phase.send_replace(Phase::WaitingForSession(format!("session creation failed: {e}")));
+                if !backoff.wait(&cancel).await {
+                    break Ok(());
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        info!(scale_set = %spec.name, session_id = %session.session_id, "message session acquired");
+        let queue = deps.queues.open(session.clone());
+        let outcome =
+            serve_session(&spec, &deps, timings, &phase, &cancel, queue.as_ref(), &mut last_message_id).await;
+        let closing = queue.session();
+        match outcome {
+            SessionEnd::Shutdown => {
+                delete_session(deps.api.as_ref(), &closing).await;
+                break Ok(());
+            }
+            SessionEnd::Lost(reason) => {
+                warn!(scale_set = %spec.name, %reason, "message session lost; creating a new one");
+                phase.send_replace(Phase::WaitingForSession(reason));
+            }
+            SessionEnd::Fatal(e) => {
+                delete_session(deps.api.as_ref(), &closing).await;
+                break Err(fatal(e));
+            }
+        }
+    };
+    if result.is_ok() && spec.delete_scale_set_on_exit {
+        delete_scale_set(&spec, deps.api.as_ref()).await;
+    }
+    deps.fleet.drain(timings.drain_deadline).await;
+    let reason = match &result {
+        Ok(()) => "shut down".to_owned(),
+        Err(e) => format!("fatal: {}", e.source),
+    };
+    phase.send_replace(Phase::Stopped(reason));
+    result
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+    Fatal(ScaleSetError),
+}
+
+async fn serve_session(
+    spec: &ScaleSetSpec,
+    deps: &ServiceDeps,
+    timings: ServiceTimings,
+    phase: &watch::Sender<Phase>,
+    cancel: &CancellationToken,
+    queue: &dyn MessageQueue,
+    last_message_id: &mut i64,
+) -> SessionEnd {
+    let session_cancel = cancel.child_token();
+    let _stop_background = session_cancel.clone().drop_guard();
+    let mut statistics = queue.session().statistics;
+    deps.fleet.on_statistics(statistics).await;
+
+    if let Some(interval) = timings.reconcile_interval {
+        phase.send_replace(Phase::Reconciling);
+        deps.sweeper.sweep().await;
+        tokio::spawn(periodic(interval, session_cancel.clone(), {
+            let sweeper = deps.sweeper.clone();
+            move || {
+                let sweeper = sweeper.clone();
+                async move { sweeper.sweep().await }
+            }
+        }));
+    }
+    tokio::spawn(periodic(timings.tick_interval, session_cancel.clone(), {
+        let fleet = deps.fleet.clone();
+        move || {
+            let fleet = fleet.clone();
+            async move { fleet.tick().await }
+        }
+    }));
+    phase.send_replace(Phase::Serving);
+
+    let mut backoff = Backoff::new(timings);
+    loop {
+        let polled = tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Shutdown,
+            polled = queue.get_message(*last_message_id, spec.max_runners) => polled,
+        };
+        match polled {
+            Ok(Some(message)) => {
+                backoff.reset();
+                debug!(scale_set = %spec.name, message_id = message.message_id, jobs = message.job_messages.len(), "message");
+                if message.message_type != github_scaleset::messages::JOB_MESSAGES_TYPE {
+                    warn!(scale_set = %spec.name, message_type = %message.message_type, "unknown message type; acknowledging and skipping");
+                } else {
+                    statistics = message.statistics;
+                    deps.fleet.handle_message(&message, queue).await;
+                }
+                *last_message_id = message.message_id;
+                if let Err(e) = queue.delete_message(message.message_id).await {
+                    warn!(scale_set = %spec.name, message_id = message.message_id, error = &e as &dyn std::error::Error, "acknowledging the message failed; it may be redelivered");
+                }
+            }
+            Ok(None) => {
+                backoff.reset();
+                deps.fleet.on_statistics(statistics).await;
+            }
+            Err(ScaleSetError::SessionNotFound | ScaleSetError::SessionExpired) => {
+                return SessionEnd::Lost("the session no longer exists".into());
+            }
+            Err(ScaleSetError::ScaleSetNotFound) => {
+                return SessionEnd::Lost("the scale set no longer exists".into());
+            }
+            Err(e) if is_fatal(&e) => return SessionEnd::Fatal(e),
+            Err(e) => {
+                warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "polling failed; retrying");
+                if !backoff.wait(cancel).await {
+                    return SessionEnd::Shutdown;
+                }
+            }
+        }
+    }
+}
+
+/// Errors after which retrying cannot help: the operator must fix credentials or config.
+fn is_fatal(e: &ScaleSetError) -> bool {
+    matches!(e, ScaleSetError::Unauthorized { .. } | ScaleSetError::Config(_))
+}
+
+async fn ensure_scale_set(spec: &ScaleSetSpec, api: &dyn ScaleSetApi) -> Result<ScaleSet, ScaleSetError> {
+    if let Some(existing) = api.get_scale_set(spec.runner_group_id, &spec.name).await? {
+        return Ok(existing);
+    }
+    let labels =
+        std::iter::once(spec.name.clone()).chain(spec.extra_labels.iter().cloned()).map(Label::system);
+    let created = api
+        .create_scale_set(&NewScaleSet {
+            name: spec.name.clone(),
+            runner_group_id: spec.runner_group_id,
+            labels: labels.collect(),
+            runner_setting: RunnerSetting { disable_update: true },
+        })
+        .await?;
+    info!(scale_set = %spec.name, id = created.id, "created runner scale set");
+    Ok(created)
+}
+
+async fn delete_session(api: &dyn ScaleSetApi, session: &MessageSession) {
+    match tokio::time::timeout(Duration::from_secs(10), api.delete_session(session)).await {
+        Ok(Ok(())) => info!(session_id = %session.session_id, "message session deleted"),
+        Ok(Err(e)) => warn!(error = &e as &dyn std::error::Error, "deleting the message session failed"),
+        Err(_) => warn!("deleting the message session timed out"),
+    }
+}
+
+async fn delete_scale_set(spec: &ScaleSetSpec, api: &dyn ScaleSetApi) {
+    let result = async {
+        if let Some(scale_set) = api.get_scale_set(spec.runner_group_id, &spec.name).await? {
+            api.delete_scale_set(scale_set.id).await?;
+        }
+        Ok::<_, ScaleSetError>(())
+    };
+    if let Err(e) = result.await {
+        warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "deleting the scale set on exit failed");
+    }
+}
+
+async fn periodic<F, Fut>(interval: Duration, cancel: CancellationToken, mut activation: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => activation().await,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, waiting on tokio time and cancellation.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(timings: ServiceTimings) -> Self {
+        Self { min: timings.min_backoff, max: timings.max_backoff, next: timings.min_backoff }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Sleeps; false when cancelled meanwhile.
+    async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let jitter = rand::random_range(0.5..=1.0);
+        let delay = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
