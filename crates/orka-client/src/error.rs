@@ -96,6 +96,12 @@ pub enum OrkaError {
     /// A configuration value is invalid (base URL, name, metadata, IP mapping).
     #[error("invalid Orka configuration: {0}")]
     Config(String),
+    /// Node-IP mapping is enabled but the VM's node IP is not in the map.
+    #[error("node IP {ip} is not in the node IP mapping (ORKA_NODE_IP_MAPPING)")]
+    UnmappedNodeIp {
+        /// The unmapped node IP as Orka reported it.
+        ip: String,
+    },
 }
 
 impl OrkaError {
@@ -108,7 +114,8 @@ impl OrkaError {
             | OrkaError::NotFound { .. }
             | OrkaError::Invalid { .. }
             | OrkaError::Protocol { .. }
-            | OrkaError::Config(_) => false,
+            | OrkaError::Config(_)
+            | OrkaError::UnmappedNodeIp { .. } => false,
             OrkaError::NameConflict { .. }
             | OrkaError::CapacityExhausted { .. }
             | OrkaError::DeployFailed { .. }
