@@ -1,0 +1,494 @@
+//! [`GitHubClient`]: the Actions-service endpoints of §3 behind [`ScaleSetApi`].
+//!
+//! Owns: URL construction under the tenant base (§3.0), the admin-token header, status
+//! handling per endpoint, and the AgentExists recovery of generate-JIT-config. Does not
+//! own: the message queue (see [`crate::SessionQueue`]) or retry timing (transport).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::{
+    JitConfig, JobAvailable, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, ScaleSet, ScaleSetApi,
+    ScaleSetError, SessionQueue,
+    auth::{Bootstrap, bearer},
+    config::GitHubConfig,
+    transport::{HttpRequest, HttpResponse, Idempotency, Transport},
+    wire::{
+        JitRequestWire, JitResponseWire, ListResponse, NewScaleSetWire, NewSessionWire, RunnerGroupWire,
+        RunnerWire, ScaleSetUpdate, ScaleSetUpdateWire, ScaleSetWire, SessionWire, error_from_response,
+        parse_json,
+    },
+};
+
+/// The Actions API version every Actions-service call carries.
+pub(crate) const API_VERSION: &str = "6.0-preview";
+
+pub(crate) struct Inner {
+    pub(crate) transport: Transport,
+    pub(crate) bootstrap: Bootstrap,
+    pub(crate) config: GitHubConfig,
+}
+
+/// The GitHub client: bootstrap, Actions service and (via [`GitHubClient::queue`]) the
+/// message queue. Cheap to clone.
+#[derive(Clone)]
+pub struct GitHubClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GitHubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubClient")
+            .field("config_url", &self.inner.config.config_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds `tenant_base + path` with duplicate slashes collapsed, the base's query kept,
+/// `query` appended and `api-version` added when absent (§3.0).
+pub(crate) fn actions_url(base: &Url, path: &str, query: &[(&str, &str)]) -> Url {
+    let mut url = base.clone();
+    let mut joined = format!("{}/{}", base.path().trim_end_matches('/'), path);
+    while joined.contains("//") {
+        joined = joined.replace("//", "/");
+    }
+    url.set_path(&joined);
+    let has_version =
+        url.query_pairs().any(|(k, _)| k == "api-version") || query.iter().any(|(k, _)| *k == "api-version");
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            pairs.append_pair(k, v);
+        }
+        if !has_version {
+            pairs.append_pair("api-version", API_VERSION);
+        }
+    }
+    url
+}
+
+impl GitHubClient {
+    /// Builds the client without any I/O (the bootstrap runs on first use).
+    pub fn new(config: GitHubConfig) -> Result<Self, ScaleSetError> {
+        let transport = Transport::new(&config)?;
+        let bootstrap = Bootstrap::new(&config)?;
+        Ok(Self { inner: Arc::new(Inner { transport, bootstrap, config }) })
+    }
+
+    /// Builds the client and runs the bootstrap chain once, so bad credentials or an
+    /// unreachable GitHub fail here.
+    pub async fn connect(config: GitHubConfig) -> Result<Self, ScaleSetError> {
+        let client = Self::new(config)?;
+        client.inner.bootstrap.tenant(&client.inner.transport).await?;
+        Ok(client)
+    }
+
+    /// The Actions-service tenant URL currently in use (runs the bootstrap if needed).
+    pub async fn tenant_url(&self) -> Result<Url, ScaleSetError> {
+        Ok(self.inner.bootstrap.tenant(&self.inner.transport).await?.base.clone())
+    }
+
+    /// The message queue bound to `session`; it refreshes the session as needed.
+    pub fn queue(&self, session: MessageSession) -> Arc<SessionQueue> {
+        Arc::new(SessionQueue::new(self.clone(), session))
+    }
+
+    /// Updates a scale set (`PATCH`); `None` fields are left unchanged.
+    pub async fn update_scale_set(
+        &self,
+        id: i64,
+        update: &ScaleSetUpdate,
+    ) -> Result<ScaleSet, ScaleSetError> {
+        let body = serde_json::to_vec(&ScaleSetUpdateWire::from(update)).expect("serialisable");
+        let resp = self
+            .actions(
+                Method::PATCH,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+                &[],
+                Some(body.into()),
+                Idempotency::Idempotent,
+                "update scale set",
+            )
+            .await?;
+        let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "update scale set")?;
+        Ok(wire.into())
+    }
+
+    /// Jobs currently offered to the scale set (acquire flow; empty on 204).
+    pub async fn acquirable_jobs(&self, scale_set_id: i64) -> Result<Vec<JobAvailable>, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::GET,
+                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "acquirable jobs",
+            )
+            .await?;
+        if resp.status == StatusCode::NO_CONTENT || crate::messages::strip_bom(&resp.body).is_empty() {
+            return ensure_ok(&resp, &[StatusCode::OK, StatusCode::NO_CONTENT]).map(|_| Vec::new());
+        }
+        let list: ListResponse<JobAvailable> = expect_json(&resp, &[StatusCode::OK], "acquirable jobs")?;
+        Ok(list.value)
+    }
+
+    /// An Actions-service request with the admin token.
+    pub(crate) async fn actions(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Bytes>,
+        idempotency: Idempotency,
+        context: &'static str,
+    ) -> Result<HttpResponse, ScaleSetError> {
+        let tenant = self.inner.bootstrap.tenant(&self.inner.transport).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, bearer(tenant.token.expose_secret())?);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let req = HttpRequest {
+            method,
+            url: actions_url(&tenant.base, path, query),
+            headers,
+            body,
+            timeout: self.inner.config.timeouts.request,
+            idempotency,
+            context,
+        };
+        self.inner.transport.send(&req, &self.inner.config.retry).await
+    }
+
+    async fn generate_once(&self, scale_set_id: i64, runner_name: &str) -> Result<JitConfig, ScaleSetError> {
+        let body =
+            serde_json::to_vec(&JitRequestWire { name: runner_name, work_folder: "" }).expect("serialisable");
+        // A duplicate caused by a retry after the server committed surfaces as AgentExists,
+        // which `generate_jit_config` recovers from; so transport retries are safe here.
+        let resp = self
+            .actions(
+                Method::POST,
+                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
+                &[],
+                Some(body.into()),
+                Idempotency::Idempotent,
+                "generate JIT config",
+            )
+            .await?;
+        let wire: JitResponseWire =
+            expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "generate JIT config")?;
+        wire.into_config()
+    }
+}
+
+fn ensure_ok(resp: &HttpResponse, ok: &[StatusCode]) -> Result<(), ScaleSetError> {
+    if ok.contains(&resp.status) { Ok(()) } else { Err(error_from_response(resp)) }
+}
+
+fn expect_json<T: serde::de::DeserializeOwned>(
+    resp: &HttpResponse,
+    ok: &[StatusCode],
+    context: &str,
+) -> Result<T, ScaleSetError> {
+    ensure_ok(resp, ok)?;
+    parse_json(context, &resp.body)
+}
+
+#[async_trait]
+impl ScaleSetApi for GitHubClient {
+    async fn get_runner_group(&self, name: &str) -> Result<RunnerGroup, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::GET,
+                "_apis/runtime/runnergroups/",
+                &[("groupName", name)],
+                None,
+                Idempotency::Idempotent,
+                "get runner group",
+            )
+            .await?;
+        let list: ListResponse<RunnerGroupWire> = expect_json(&resp, &[StatusCode::OK], "get runner group")?;
+        match list.at_most_one("get runner group")? {
+            Some(g) => Ok(g.into()),
+            None => Err(ScaleSetError::Http {
+                status: 404,
+                type_name: None,
+                message: format!("no runner group named {name:?}"),
+            }),
+        }
+    }
+
+    async fn get_scale_set(
+        &self,
+        runner_group_id: i64,
+        name: &str,
+    ) -> Result<Option<ScaleSet>, ScaleSetError> {
+        let gid = runner_group_id.to_string();
+        let resp = self
+            .actions(
+                Method::GET,
+                "_apis/runtime/runnerscalesets",
+                &[("runnerGroupId", &gid), ("name", name)],
+                None,
+                Idempotency::Idempotent,
+                "get scale set",
+            )
+            .await?;
+        let list: ListResponse<ScaleSetWire> = expect_json(&resp, &[StatusCode::OK], "get scale set")?;
+        Ok(list.at_most_one("get scale set")?.map(Into::into))
+    }
+
+    async fn get_scale_set_by_id(&self, id: i64) -> Result<ScaleSet, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::GET,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "get scale set by id",
+            )
+            .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Err(match error_from_response(&resp) {
+                ScaleSetError::Http { .. } => ScaleSetError::ScaleSetNotFound,
+                other => other,
+            });
+        }
+        let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "get scale set by id")?;
+        Ok(wire.into())
+    }
+
+    async fn create_scale_set(&self, scale_set: &NewScaleSet) -> Result<ScaleSet, ScaleSetError> {
+        let body = serde_json::to_vec(&NewScaleSetWire::from(scale_set)).expect("serialisable");
+        let resp = self
+            .actions(
+                Method::POST,
+                "_apis/runtime/runnerscalesets",
+                &[],
+                Some(body.into()),
+                Idempotency::NonIdempotent,
+                "create scale set",
+            )
+            .await?;
+        let wire: ScaleSetWire =
+            expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create scale set")?;
+        Ok(wire.into())
+    }
+
+    async fn delete_scale_set(&self, id: i64) -> Result<(), ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::DELETE,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "delete scale set",
+            )
+            .await?;
+        ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
+    }
+
+    async fn generate_jit_config(
+        &self,
+        scale_set_id: i64,
+        runner_name: &str,
+    ) -> Result<JitConfig, ScaleSetError> {
+        match self.generate_once(scale_set_id, runner_name).await {
+            Err(ScaleSetError::AgentExists) => {}
+            other => return other,
+        }
+        // The name is taken: if the registration is ours (a leftover, or our own earlier
+        // attempt whose response was lost), remove it and try once more.
+        let existing = self.get_runner_by_name(runner_name).await?;
+        match existing {
+            Some(r) if r.runner_scale_set_id == scale_set_id => {
+                tracing::info!(
+                    runner = runner_name,
+                    runner_id = r.id,
+                    "runner name taken in our scale set; re-registering"
+                );
+                self.remove_runner(r.id).await?;
+                self.generate_once(scale_set_id, runner_name).await
+            }
+            _ => Err(ScaleSetError::AgentExists),
+        }
+    }
+
+    async fn get_runner_by_name(&self, name: &str) -> Result<Option<RunnerRecord>, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::GET,
+                "_apis/distributedtask/pools/0/agents",
+                &[("agentName", name)],
+                None,
+                Idempotency::Idempotent,
+                "get runner by name",
+            )
+            .await?;
+        let list: ListResponse<RunnerWire> = expect_json(&resp, &[StatusCode::OK], "get runner by name")?;
+        Ok(list.at_most_one("get runner by name")?.map(Into::into))
+    }
+
+    async fn get_runner(&self, id: i64) -> Result<Option<RunnerRecord>, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::GET,
+                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "get runner",
+            )
+            .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return match error_from_response(&resp) {
+                ScaleSetError::AgentNotFound | ScaleSetError::Http { .. } => Ok(None),
+                other => Err(other),
+            };
+        }
+        let wire: RunnerWire = expect_json(&resp, &[StatusCode::OK], "get runner")?;
+        Ok(Some(wire.into()))
+    }
+
+    async fn remove_runner(&self, id: i64) -> Result<(), ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::DELETE,
+                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "remove runner",
+            )
+            .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return match error_from_response(&resp) {
+                ScaleSetError::AgentNotFound | ScaleSetError::Http { .. } => Ok(()),
+                other => Err(other),
+            };
+        }
+        ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
+    }
+
+    async fn create_session(
+        &self,
+        scale_set_id: i64,
+        owner_name: &str,
+    ) -> Result<MessageSession, ScaleSetError> {
+        let body = serde_json::to_vec(&NewSessionWire {
+            session_id: "00000000-0000-0000-0000-000000000000",
+            owner_name,
+        })
+        .expect("serialisable");
+        let resp = self
+            .actions(
+                Method::POST,
+                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
+                &[],
+                Some(body.into()),
+                Idempotency::NonIdempotent,
+                "create session",
+            )
+            .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Err(match error_from_response(&resp) {
+                ScaleSetError::Http { .. } => ScaleSetError::ScaleSetNotFound,
+                other => other,
+            });
+        }
+        let wire: SessionWire = expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create session")?;
+        let session = wire.into_session(scale_set_id, None)?;
+        if !session.message_queue_url.is_empty() {
+            return Ok(session);
+        }
+        // Observed degradation (ARC#4370): a session without a queue URL. Ask again once;
+        // failing that, give the session back so the scale set is not locked by it.
+        tracing::warn!(scale_set_id, "session created without a message queue URL; refreshing it");
+        match self.refresh_session(&session).await {
+            Ok(s) if !s.message_queue_url.is_empty() => Ok(s),
+            _ => {
+                if let Err(e) = self.delete_session(&session).await {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "could not delete the unusable session"
+                    );
+                }
+                Err(ScaleSetError::protocol(
+                    "create session",
+                    "the service returned an empty messageQueueUrl",
+                ))
+            }
+        }
+    }
+
+    async fn refresh_session(&self, session: &MessageSession) -> Result<MessageSession, ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::PATCH,
+                &format!(
+                    "_apis/runtime/runnerscalesets/{}/sessions/{}",
+                    session.scale_set.id, session.session_id
+                ),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "refresh session",
+            )
+            .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Err(match error_from_response(&resp) {
+                ScaleSetError::ScaleSetNotFound => ScaleSetError::ScaleSetNotFound,
+                _ => ScaleSetError::SessionNotFound,
+            });
+        }
+        let wire: SessionWire = expect_json(&resp, &[StatusCode::OK], "refresh session")?;
+        wire.into_session(session.scale_set.id, Some(session))
+    }
+
+    async fn delete_session(&self, session: &MessageSession) -> Result<(), ScaleSetError> {
+        let resp = self
+            .actions(
+                Method::DELETE,
+                &format!(
+                    "_apis/runtime/runnerscalesets/{}/sessions/{}",
+                    session.scale_set.id, session.session_id
+                ),
+                &[],
+                None,
+                Idempotency::Idempotent,
+                "delete session",
+            )
+            .await?;
+        ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_urls_follow_the_go_rules() {
+        let base = Url::parse("https://broker.example/rest/").unwrap();
+        assert_eq!(
+            actions_url(&base, "_apis/runtime/runnergroups/", &[("groupName", "my group")]).as_str(),
+            "https://broker.example/rest/_apis/runtime/runnergroups/?groupName=my+group&api-version=6.0-preview"
+        );
+        let base = Url::parse("https://p.example/tenant//x/?foo=1").unwrap();
+        assert_eq!(
+            actions_url(&base, "/_apis/runtime/runnerscalesets/1", &[]).as_str(),
+            "https://p.example/tenant/x/_apis/runtime/runnerscalesets/1?foo=1&api-version=6.0-preview"
+        );
+        let base = Url::parse("https://p.example/t?api-version=7.0").unwrap();
+        assert_eq!(
+            actions_url(&base, "_apis/a", &[]).as_str(),
+            "https://p.example/t/_apis/a?api-version=7.0"
+        );
+    }
+}
