@@ -8,10 +8,18 @@
 //!
 //! What it does not know: Orka, GitHub, or what a probe result means for the VM.
 
+mod config;
 mod error;
 pub mod layout;
 mod probe;
+mod script;
+mod session;
 mod shell;
+mod ssh2_shell;
+
+pub use config::{HostKeyPolicy, SshAuth, SshConfig};
+pub use layout::VmLayout;
+pub use ssh2_shell::Ssh2Shell;
 
 pub use error::{ShellError, SshStep};
 pub use probe::{ProbeReport, Tri};

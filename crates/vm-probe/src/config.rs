@@ -1,0 +1,128 @@
+//! Settings of the ssh2 shell: credentials, timeouts, concurrency cap, host-key policy and
+//! the in-VM layout. It owns defaults; it does not read the environment (the binary does).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::layout::VmLayout;
+
+/// How to authenticate to a VM. `Debug` never prints a secret.
+#[derive(Debug, Clone)]
+pub enum SshAuth {
+    /// Password authentication (`ORKA_VM_PASSWORD`, default `admin`).
+    Password(SecretString),
+    /// Private-key authentication from a PEM / OpenSSH key file (read once, at
+    /// [`crate::Ssh2Shell::new`]).
+    PrivateKey {
+        /// Path of the private key file.
+        path: PathBuf,
+        /// Passphrase of an encrypted key.
+        passphrase: Option<SecretString>,
+    },
+}
+
+/// What to do with a VM's SSH host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Accept any host key (what every Orka integration does: VMs are fresh clones).
+    #[default]
+    AcceptAny,
+    /// Trust on first use, per target, until [`crate::Ssh2Shell::forget_host_key`] is called
+    /// (when the VM is deleted): a changed key fails with `HostKeyMismatch`.
+    PinPerVm,
+}
+
+/// Settings of [`crate::Ssh2Shell`].
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// VM user (`ORKA_VM_USERNAME`, default `admin`).
+    pub username: String,
+    /// Credentials.
+    pub auth: SshAuth,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Budget of each protocol step (banner, key exchange, auth, channel open) and the
+    /// socket read/write timeout.
+    pub io_timeout: Duration,
+    /// Budget of a short command (probe, stop, log tail), from exec to exit status.
+    pub command_timeout: Duration,
+    /// Budget of installing and starting the runner (includes the download).
+    pub install_timeout: Duration,
+    /// Budget of [`crate::VmShell::run_script`].
+    pub script_timeout: Duration,
+    /// How long [`crate::VmShell::wait_ready`] keeps trying.
+    pub ready_timeout: Duration,
+    /// Pause between readiness attempts.
+    pub ready_interval: Duration,
+    /// At most this many SSH operations at once (each holds one blocking thread).
+    pub max_concurrent: usize,
+    /// How long an operation may wait for a slot under the cap.
+    pub queue_timeout: Duration,
+    /// Host-key policy.
+    pub host_key_policy: HostKeyPolicy,
+    /// Where things live inside the VM.
+    pub layout: VmLayout,
+}
+
+impl SshConfig {
+    /// Defaults for a user and credentials: the Go integration's layout for that user,
+    /// 10 s connect, 20 s per protocol step, 60 s per short command, 15 min install,
+    /// 5 min readiness polled every 3 s, 128 operations at once.
+    pub fn new(username: impl Into<String>, auth: SshAuth) -> Self {
+        let username = username.into();
+        let layout = VmLayout::for_user(&username);
+        SshConfig {
+            username,
+            auth,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(20),
+            command_timeout: Duration::from_secs(60),
+            install_timeout: Duration::from_secs(15 * 60),
+            script_timeout: Duration::from_secs(10 * 60),
+            ready_timeout: Duration::from_secs(5 * 60),
+            ready_interval: Duration::from_secs(3),
+            max_concurrent: 128,
+            queue_timeout: Duration::from_secs(5 * 60),
+            host_key_policy: HostKeyPolicy::AcceptAny,
+            layout,
+        }
+    }
+
+    /// `admin` / `admin`, the Go integration's defaults.
+    pub fn admin_default() -> Self {
+        SshConfig::new("admin", SshAuth::Password(SecretString::from("admin")))
+    }
+
+    /// Sets every step budget at once (connect, each protocol step, short commands) —
+    /// handy for probes with a per-VM deadline.
+    pub fn with_step_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self.io_timeout = timeout;
+        self.command_timeout = timeout;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_password_or_passphrase() {
+        let config = SshConfig::new("admin", SshAuth::Password(SecretString::from("hunter2-pw")));
+        assert!(!format!("{config:?}").contains("hunter2-pw"));
+        let auth =
+            SshAuth::PrivateKey { path: "/k".into(), passphrase: Some(SecretString::from("hunter2-pass")) };
+        assert!(!format!("{auth:?}").contains("hunter2-pass"));
+    }
+
+    #[test]
+    fn defaults_follow_the_go_integration() {
+        let config = SshConfig::admin_default();
+        assert_eq!(config.username, "admin");
+        assert_eq!(config.layout.runner_dir, "/Users/admin/actions-runner");
+        assert_eq!(config.host_key_policy, HostKeyPolicy::AcceptAny);
+    }
+}

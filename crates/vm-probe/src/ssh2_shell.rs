@@ -1,0 +1,244 @@
+//! [`Ssh2Shell`]: the [`VmShell`] seam on ssh2. Each operation is one `spawn_blocking` task
+//! holding one slot of a concurrency cap; no session outlives its operation and none is
+//! held across an `.await`. What the scripts say lives in `script`; the wire in `session`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::config::SshConfig;
+use crate::session::{Credentials, Exec, HostKeyPins, login};
+use crate::{ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, VmShell, script};
+
+/// The production [`VmShell`]: ssh2 over blocking sockets, one blocking task per operation.
+pub struct Ssh2Shell {
+    inner: Arc<Inner>,
+    permits: Arc<Semaphore>,
+}
+
+struct Inner {
+    config: SshConfig,
+    credentials: Credentials,
+    pins: HostKeyPins,
+}
+
+impl std::fmt::Debug for Ssh2Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ssh2Shell").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl Ssh2Shell {
+    /// Builds the shell; reads the private key file now (a missing key is a
+    /// [`ShellError::Config`] at startup, not at the first VM).
+    pub fn new(config: SshConfig) -> Result<Self, ShellError> {
+        if config.max_concurrent == 0 {
+            return Err(ShellError::Config("max_concurrent must be at least 1".into()));
+        }
+        let credentials = Credentials::load(&config.auth)?;
+        let permits = Arc::new(Semaphore::new(config.max_concurrent));
+        Ok(Ssh2Shell {
+            inner: Arc::new(Inner { config, credentials, pins: HostKeyPins::default() }),
+            permits,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &SshConfig {
+        &self.inner.config
+    }
+
+    /// Forgets the host key pinned for a target (call when its VM is deleted, since Orka
+    /// reuses node IPs and ports). No-op under `HostKeyPolicy::AcceptAny`.
+    pub fn forget_host_key(&self, target: &SshTarget) {
+        self.inner.pins.forget(&target.to_string());
+    }
+
+    /// Connects, authenticates once and disconnects (no command).
+    pub async fn check_login(&self, target: &SshTarget) -> Result<(), ShellError> {
+        self.blocking(target, |inner, target| {
+            login(target, &inner.config, &inner.credentials, &inner.pins).map(drop)
+        })
+        .await
+    }
+
+    /// Logs in and runs one command under `budget`.
+    async fn exec(
+        &self,
+        target: &SshTarget,
+        command: String,
+        stdin: Option<SecretString>,
+        budget: Duration,
+    ) -> Result<ScriptOutput, ShellError> {
+        self.blocking(target, move |inner, target| {
+            let session = login(target, &inner.config, &inner.credentials, &inner.pins)?;
+            session.exec(&Exec { command: &command, stdin: stdin.as_ref(), budget })
+        })
+        .await
+    }
+
+    /// Runs `work` on a blocking thread under the concurrency cap.
+    async fn blocking<T, F>(&self, target: &SshTarget, work: F) -> Result<T, ShellError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &SshTarget) -> Result<T, ShellError> + Send + 'static,
+    {
+        let queue_timeout = self.inner.config.queue_timeout;
+        let permit = tokio::time::timeout(queue_timeout, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| ShellError::Timeout {
+                target: target.to_string(),
+                step: SshStep::Queue,
+                after: queue_timeout,
+            })?
+            .map_err(|e| ShellError::Failed {
+                target: target.to_string(),
+                step: SshStep::Queue,
+                source: e.into(),
+            })?;
+        let inner = Arc::clone(&self.inner);
+        let owned_target = target.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&inner, &owned_target)
+        })
+        .await
+        .map_err(|e| ShellError::Failed {
+            target: target.to_string(),
+            step: SshStep::Exec,
+            source: e.into(),
+        })?
+    }
+}
+
+fn require_success(target: &SshTarget, output: ScriptOutput) -> Result<ScriptOutput, ShellError> {
+    if output.exit_status == 0 {
+        Ok(output)
+    } else {
+        Err(ShellError::RemoteFailed {
+            target: target.to_string(),
+            exit_status: output.exit_status,
+            stderr_tail: tail_lines(&output.stderr, 20),
+        })
+    }
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A version string safe to put in a path and a URL.
+fn valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'))
+}
+
+#[async_trait]
+impl VmShell for Ssh2Shell {
+    async fn wait_ready(&self, target: &SshTarget) -> Result<(), ShellError> {
+        let config = &self.inner.config;
+        let deadline = Instant::now() + config.ready_timeout;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.check_login(target).await {
+                Ok(()) => {
+                    debug!(%target, attempt, "SSH ready");
+                    return Ok(());
+                }
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => {
+                    if Instant::now() + config.ready_interval >= deadline {
+                        warn!(%target, attempt, error = &e as &dyn std::error::Error, "SSH never became ready");
+                        return Err(e);
+                    }
+                    debug!(%target, attempt, error = &e as &dyn std::error::Error, "SSH not ready yet");
+                    tokio::time::sleep(config.ready_interval).await;
+                }
+            }
+        }
+    }
+
+    async fn probe(&self, target: &SshTarget) -> Result<ProbeReport, ShellError> {
+        let config = &self.inner.config;
+        let command = script::wrap(&script::probe(&config.layout));
+        let output = self.exec(target, command, None, config.command_timeout).await?;
+        let output = require_success(target, output)?;
+        script::parse_probe(&output.stdout).ok_or_else(|| ShellError::Failed {
+            target: target.to_string(),
+            step: SshStep::Io,
+            source: "the probe printed no answer line".into(),
+        })
+    }
+
+    async fn install_and_start_runner(
+        &self,
+        target: &SshTarget,
+        install: &RunnerInstall,
+    ) -> Result<(), ShellError> {
+        if !valid_version(&install.runner_version) {
+            return Err(ShellError::Config(format!("invalid runner version {:?}", install.runner_version)));
+        }
+        let config = &self.inner.config;
+        let command = script::wrap(&script::install_and_start(
+            &config.layout,
+            &install.runner_version,
+            &install.download_url_template,
+        ));
+        let output =
+            self.exec(target, command, Some(install.jit_config.clone()), config.install_timeout).await?;
+        let output = require_success(target, output)?;
+        debug!(%target, output = %output.stdout.trim_end(), "runner started");
+        Ok(())
+    }
+
+    async fn stop_runner(&self, target: &SshTarget) -> Result<(), ShellError> {
+        let config = &self.inner.config;
+        let command = script::wrap(&script::stop(&config.layout));
+        let output = self.exec(target, command, None, config.command_timeout).await?;
+        require_success(target, output).map(drop)
+    }
+
+    async fn tail_log(&self, target: &SshTarget, lines: u32) -> Result<String, ShellError> {
+        let config = &self.inner.config;
+        let command = script::wrap(&script::tail_log(&config.layout, lines));
+        let output = self.exec(target, command, None, config.command_timeout).await?;
+        Ok(require_success(target, output)?.stdout)
+    }
+
+    async fn run_script(&self, target: &SshTarget, script_text: &str) -> Result<ScriptOutput, ShellError> {
+        let config = &self.inner.config;
+        self.exec(target, script::wrap(script_text), None, config.script_timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_checked_before_reaching_a_shell() {
+        assert!(valid_version("2.328.0"));
+        assert!(!valid_version("2.3; rm -rf /"));
+        assert!(!valid_version(""));
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
+    }
+
+    #[tokio::test]
+    async fn zero_concurrency_is_a_configuration_error() {
+        let mut config = SshConfig::admin_default();
+        config.max_concurrent = 0;
+        assert!(matches!(Ssh2Shell::new(config), Err(ShellError::Config(_))));
+    }
+}
