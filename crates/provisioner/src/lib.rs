@@ -2,12 +2,45 @@
 //!
 //! This crate decides how many runners should exist ([`planner`], a pure function of the
 //! latest statistics and the controller's own view of its runners) and drives each
-//! runner through its lifecycle (deploy VM → JIT config → provision over SSH → online →
-//! busy → finishing → deregistering → VM deleted) through the `VmBackend`, `ScaleSetApi`
-//! and `VmShell` seams.
+//! runner through its lifecycle ([`lifecycle`]: deploy VM → JIT config → provision over
+//! SSH → online → busy → finishing → deregistering → VM deleted) through the `VmBackend`,
+//! `ScaleSetApi` and `VmShell` seams. [`Fleet`] is the per-scale-set entry point the
+//! binary calls: on every message, every empty poll, every tick.
 //!
-//! What it does not know: HTTP, JSON or SSH details; it does I/O only through traits.
+//! Decisions where the protocol leaves room:
+//!
+//! * **Runner ↔ job binding is nominal.** Any idle runner of the scale set may take any
+//!   job, so runners are not created "for" a job. A `JobCompleted` with `canceled` /
+//!   `ignored` / `abandoned` removes that job's demand from the [`jobs`] book; the next
+//!   plan then stops as many provisioning runners as no demand needs any more, least
+//!   advanced first ([`planner::surplus_provisioning`]). A runner already online stays
+//!   for the idle grace (the service often re-assigns a withdrawn job with a new id).
+//! * **Nothing is held per running job.** Provisioning tasks end when run.sh runs;
+//!   cleanup tasks end when the VM is deleted. In between a runner is a map entry, moved by
+//!   `JobStarted` / `JobCompleted` and by the periodic probe of [`Fleet::tick`] (which also
+//!   catches a `JobCompleted` consumed by a process that died: the run sentinel).
+//! * **Adopted runners** enter the same state machine as `Idle` or `Busy`.
+//!
+//! What it does not know: HTTP, JSON or SSH details (I/O only through the three traits),
+//! the message session, and reconciliation decisions.
 
+pub mod config;
+mod error;
+pub mod events;
+mod fleet;
+pub mod jobs;
+pub mod lifecycle;
 pub mod planner;
+mod provision;
+mod retire;
+mod retry;
+mod watch;
 
-pub use planner::{Demand, Plan, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap};
+pub use config::{FleetConfig, RunnerInstallConfig, StepPolicy};
+pub use error::{Cause, ProvisionError, Step};
+pub use events::{FleetCounters, FleetEvent, FleetObserver, JobEventKind, RetireReason};
+pub use fleet::{Fleet, FleetDeps, RunnerSnapshot};
+pub use lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
+pub use planner::{
+    Demand, Plan, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap, surplus_provisioning,
+};

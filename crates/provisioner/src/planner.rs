@@ -17,6 +17,11 @@
 //!   and finishing included, stays within `max_runners`.
 //! * retire = surplus idle runners (spare beyond `waiting + min_idle`) that have been
 //!   idle for at least the grace period, longest-idle first. Busy runners never.
+//! * cancel ([`surplus_provisioning`]) = the surplus left after retiring, taken from runners
+//!   still provisioning: when a job is withdrawn (`canceled` / `ignored` / `abandoned`) or
+//!   the statistics drop, provisioning that no job needs any more is stopped. Which runners
+//!   stop is the fleet's choice (the least advanced), because the runner↔job binding is
+//!   nominal: any idle runner of the scale set may take any job.
 
 use std::time::Duration;
 
@@ -108,6 +113,24 @@ pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &Scaling
     let retire = retirable.into_iter().take(surplus).map(|(name, _)| name.to_owned()).collect();
 
     Plan { create, retire }
+}
+
+/// How many provisioning runners no demand needs once `plan` is applied. Pure.
+pub fn surplus_provisioning(
+    demand: &Demand,
+    runners: &[RunnerView],
+    config: &ScalingConfig,
+    plan: &Plan,
+) -> u32 {
+    let provisioning = runners.iter().filter(|r| r.phase == RunnerPhase::Provisioning).count() as u32;
+    let idle = runners.iter().filter(|r| matches!(r.phase, RunnerPhase::Idle { .. })).count() as u32;
+    let busy = runners.iter().filter(|r| r.phase == RunnerPhase::Busy).count() as u32;
+    let stats = &demand.statistics;
+    let running = stats.total_running_jobs.max(busy);
+    let waiting = stats.total_assigned_jobs.saturating_sub(running).max(demand.known_waiting_jobs);
+    let wanted_spare = waiting.saturating_add(config.min_idle_runners);
+    let surplus = (provisioning + idle).saturating_sub(wanted_spare);
+    surplus.saturating_sub(plan.retire.len() as u32).min(provisioning)
 }
 
 #[cfg(test)]

@@ -1,0 +1,156 @@
+//! What the fleet reports to the outside: events for an observer (metrics, logs) and a
+//! snapshot of counters. Owns no metric library: the binary maps events to Prometheus.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use github_scaleset::JobResult;
+
+use crate::error::Step;
+use crate::lifecycle::RunnerStage;
+
+/// Why a runner left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RetireReason {
+    /// Its job completed (`JobCompleted`).
+    JobCompleted,
+    /// The probe found the run sentinel (the job ended; the message may have been lost).
+    RunComplete,
+    /// run.sh died without a run sentinel.
+    RunnerCrashed,
+    /// The VM stopped answering probes and GitHub does not report it busy.
+    Unreachable,
+    /// The VM vanished from Orka or failed.
+    VmVanished,
+    /// Surplus idle runner past the idle grace.
+    Surplus,
+    /// Online too long without a job.
+    IdleTooLong,
+    /// Provisioning was stopped because the demand went away, or for shutdown.
+    Cancelled,
+    /// A provisioning step failed.
+    ProvisioningFailed,
+    /// The reconciler decided so (deregister, then delete).
+    Reconciler,
+}
+
+impl RetireReason {
+    /// A short stable label (logs, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetireReason::JobCompleted => "job_completed",
+            RetireReason::RunComplete => "run_complete",
+            RetireReason::RunnerCrashed => "runner_crashed",
+            RetireReason::Unreachable => "unreachable",
+            RetireReason::VmVanished => "vm_vanished",
+            RetireReason::Surplus => "surplus",
+            RetireReason::IdleTooLong => "idle_too_long",
+            RetireReason::Cancelled => "cancelled",
+            RetireReason::ProvisioningFailed => "provisioning_failed",
+            RetireReason::Reconciler => "reconciler",
+        }
+    }
+}
+
+/// Something an observer may want to count or time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetEvent {
+    /// A runner entered a stage.
+    Stage {
+        /// Runner (= VM) name.
+        runner: String,
+        /// The new stage.
+        stage: RunnerStage,
+        /// Time since the runner was created (or adopted).
+        since_created: Duration,
+        /// Time spent in the previous stage.
+        since_previous: Duration,
+        /// Whether the runner was adopted rather than started by this process.
+        adopted: bool,
+    },
+    /// The VM of a runner being provisioned accepts SSH.
+    SshReady {
+        /// Runner name.
+        runner: String,
+        /// Time since the runner was created.
+        since_created: Duration,
+    },
+    /// A runner is gone: registration removed and VM deleted.
+    Gone {
+        /// Runner name.
+        runner: String,
+        /// Why it left.
+        reason: RetireReason,
+        /// Time since it was created (or adopted).
+        since_created: Duration,
+    },
+    /// A provisioning or cleanup step failed for good.
+    StepFailed {
+        /// Runner name.
+        runner: String,
+        /// The step.
+        step: Step,
+        /// Stable failure label ([`crate::ProvisionError::reason`]).
+        reason: &'static str,
+    },
+    /// A job message changed the job book.
+    Job {
+        /// Job id (or `request-<id>`).
+        job: String,
+        /// What happened.
+        kind: JobEventKind,
+    },
+    /// A plan was acted on (only emitted when it does something).
+    Planned {
+        /// Runners created.
+        create: u32,
+        /// Idle runners retired.
+        retire: u32,
+        /// Provisioning runners cancelled.
+        cancel: u32,
+    },
+}
+
+/// Job message kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEventKind {
+    /// Assigned to the scale set.
+    Assigned,
+    /// Started on a runner.
+    Started {
+        /// Runner name.
+        runner: String,
+    },
+    /// Completed.
+    Completed {
+        /// Result.
+        result: JobResult,
+        /// Runner name (empty when no runner took it).
+        runner: String,
+    },
+    /// Acquired (acquire flow).
+    Acquired,
+}
+
+/// Receives fleet events. Called synchronously: keep it cheap.
+pub trait FleetObserver: Send + Sync {
+    /// One event.
+    fn on_event(&self, event: &FleetEvent);
+}
+
+/// Counters since the fleet was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetCounters {
+    /// Runners this process started provisioning.
+    pub provisions_started: u64,
+    /// Runners that came online.
+    pub provisions_succeeded: u64,
+    /// Failed steps by step and reason label.
+    pub failures: BTreeMap<(Step, &'static str), u64>,
+    /// Runners adopted.
+    pub adopted: u64,
+    /// Runners gone by reason.
+    pub retired: BTreeMap<RetireReason, u64>,
+    /// Jobs acquired.
+    pub jobs_acquired: u64,
+}

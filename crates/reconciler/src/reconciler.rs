@@ -1,0 +1,396 @@
+//! The reconciler: one idempotent activation that re-reads the world — every VM this scale
+//! set owns (exact name match), the GitHub runner of each and, where it matters, an SSH
+//! probe — decides per VM with [`decide`], and executes the decisions through the fleet.
+//! The startup sweep is simply the first activation of [`Reconciler::run_periodic`];
+//! [`Reconciler::trigger`] asks for an extra one.
+//!
+//! Never touched: VMs whose name another scale set owns (`mac` never claims
+//! `mac-large-x7k2p`), VMs the fleet tracks (provisioning, online or being cleaned up), and
+//! anything while the evidence is inconclusive (a GitHub lookup error re-checks later).
+//!
+//! It must run only while this process holds the scale set's message session (the binary
+//! starts and cancels it with the session), so a standby replica never deletes anything.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use github_scaleset::{RunnerState, ScaleSetApi, ScaleSetError};
+use orka_client::{Vm, VmBackend, VmStatus, naming};
+use provisioner::{Fleet, RetireReason};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use vm_probe::VmShell;
+
+use crate::decision::{Action, Decision, Evidence, OrkaEvidence, ReconcilePolicy, decide};
+use crate::error::ReconcileError;
+use crate::evidence::{Deadlines, gather, orka_evidence, probe_failed};
+
+/// The seams the reconciler reads the world through (it acts through the fleet).
+#[derive(Clone)]
+pub struct ReconcilerDeps {
+    /// Orka.
+    pub vms: Arc<dyn VmBackend>,
+    /// GitHub's scale-set API.
+    pub github: Arc<dyn ScaleSetApi>,
+    /// SSH into VMs.
+    pub shell: Arc<dyn VmShell>,
+}
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcilerConfig {
+    /// The scale set's name (exact ownership test).
+    pub scale_set_name: String,
+    /// The scale set's id (only its runner registrations are removed).
+    pub scale_set_id: i64,
+    /// Thresholds of the decision table.
+    pub policy: ReconcilePolicy,
+    /// Deadline of one VM's SSH probe.
+    pub probe_timeout: Duration,
+    /// Deadline of one GitHub runner lookup.
+    pub github_timeout: Duration,
+    /// Deadline of listing the VMs.
+    pub list_timeout: Duration,
+    /// VMs examined at the same time: N unreachable VMs cost ⌈N / concurrency⌉ timeouts.
+    pub concurrency: usize,
+}
+
+impl ReconcilerConfig {
+    /// Defaults: 20 s probe, 30 s lookups, 64 VMs at a time.
+    pub fn new(scale_set_id: i64, scale_set_name: impl Into<String>) -> Self {
+        Self {
+            scale_set_name: scale_set_name.into(),
+            scale_set_id,
+            policy: ReconcilePolicy::default(),
+            probe_timeout: Duration::from_secs(20),
+            github_timeout: Duration::from_secs(30),
+            list_timeout: Duration::from_secs(60),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Whether decisions are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Execute the decisions.
+    Act,
+    /// Only report them (`reconcile --dry-run`); nothing is changed, not even strike counts.
+    DryRun,
+}
+
+/// One VM's line of the decision table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    /// VM name.
+    pub vm: String,
+    /// Orka status.
+    pub status: VmStatus,
+    /// The evidence (`None` when the fleet tracks the VM and it was not examined).
+    pub evidence: Option<Evidence>,
+    /// The decision (`None`: tracked by the fleet, left to it).
+    pub decision: Option<Decision>,
+    /// Whether the decision was handed to the fleet (always false in a dry run).
+    pub applied: bool,
+}
+
+impl DecisionRow {
+    /// The action label for tables: `adopt`, `clean_up`, `delete`, `recheck` or `tracked`.
+    pub fn action_label(&self) -> &'static str {
+        match self.decision.map(|d| d.action) {
+            None => "tracked",
+            Some(Action::Adopt) => "adopt",
+            Some(Action::CleanUp) => "clean_up",
+            Some(Action::Delete) => "delete",
+            Some(Action::RecheckLater) => "recheck",
+        }
+    }
+
+    /// The reason label, or `tracked_by_fleet`.
+    pub fn reason_label(&self) -> &'static str {
+        self.decision.map_or("tracked_by_fleet", |d| d.reason.as_str())
+    }
+}
+
+/// What one pass found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// One row per owned VM, sorted by name.
+    pub rows: Vec<DecisionRow>,
+    /// Runner registrations of this scale set whose VM no longer exists, removed (or, in a
+    /// dry run, that would be removed).
+    pub registrations_removed: Vec<String>,
+}
+
+#[derive(Default)]
+struct Memory {
+    /// Consecutive passes in which a VM's probe failed.
+    strikes: HashMap<String, u32>,
+    /// When a VM was first seen pending (its age for the deploy deadline).
+    pending_since: HashMap<String, Instant>,
+    /// VM names seen in the previous pass (a vanished one may leave a registration).
+    last_seen: HashSet<String>,
+    /// Names whose registration must still be checked.
+    registration_candidates: HashSet<String>,
+}
+
+/// Startup and periodic reconciliation of one scale set's VMs.
+pub struct Reconciler {
+    deps: ReconcilerDeps,
+    fleet: Arc<Fleet>,
+    config: ReconcilerConfig,
+    memory: Mutex<Memory>,
+    wake: Notify,
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl Reconciler {
+    /// A reconciler acting through `fleet`.
+    pub fn new(deps: ReconcilerDeps, fleet: Arc<Fleet>, config: ReconcilerConfig) -> Self {
+        Self {
+            deps,
+            fleet,
+            config,
+            memory: Mutex::new(Memory::default()),
+            wake: Notify::new(),
+            pass: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Asks [`Reconciler::run_periodic`] for a pass now.
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs a pass now, then every `interval` (`VM_TRACKER_INTERVAL`) or when triggered,
+    /// until `cancel` fires. The first pass is the startup sweep.
+    pub async fn run_periodic(&self, interval: Duration, cancel: CancellationToken) {
+        loop {
+            let pass = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                pass = self.reconcile_once(Mode::Act) => pass,
+            };
+            match pass {
+                Ok(report) => {
+                    let acted = report.rows.iter().filter(|r| r.applied).count();
+                    tracing::info!(
+                        vms = report.rows.len(),
+                        acted,
+                        registrations_removed = report.registrations_removed.len(),
+                        "reconcile pass"
+                    );
+                }
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "reconcile pass failed"),
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One pass: list, examine in parallel, decide, and (in [`Mode::Act`]) execute.
+    pub async fn reconcile_once(&self, mode: Mode) -> Result<ReconcileReport, ReconcileError> {
+        let _pass = self.pass.lock().await;
+        let listed = tokio::time::timeout(self.config.list_timeout, self.deps.vms.list_vms())
+            .await
+            .map_err(|_| ReconcileError::ListTimedOut)?
+            .map_err(ReconcileError::ListVms)?;
+        let now = Instant::now();
+        let owned: Vec<Vm> = listed
+            .into_iter()
+            .filter(|vm| naming::is_owned_by(&self.config.scale_set_name, &vm.name))
+            .collect();
+        let present: HashSet<String> = owned.iter().map(|vm| vm.name.clone()).collect();
+
+        let (tracked, examine): (Vec<Vm>, Vec<Vm>) =
+            owned.into_iter().partition(|vm| self.fleet.owns(&vm.name));
+        let inputs: Vec<(Vm, OrkaEvidence, u32)> = {
+            let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            examine
+                .into_iter()
+                .map(|vm| {
+                    let pending_since = memory.pending_since.get(&vm.name).copied().unwrap_or(now);
+                    let age = now.saturating_duration_since(pending_since);
+                    let orka = orka_evidence(&vm, age, self.config.policy.deploy_deadline);
+                    let strikes = memory.strikes.get(&vm.name).copied().unwrap_or(0);
+                    (vm, orka, strikes)
+                })
+                .collect()
+        };
+        let deadlines = Deadlines { github: self.config.github_timeout, probe: self.config.probe_timeout };
+        let github = &*self.deps.github;
+        let shell = &*self.deps.shell;
+        let examined: Vec<_> = futures::stream::iter(inputs)
+            .map(|(vm, orka, strikes)| async move {
+                let (evidence, record) = gather(&vm, orka, strikes, github, shell, deadlines).await;
+                (vm, evidence, record)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut rows = Vec::new();
+        for vm in tracked {
+            rows.push(DecisionRow {
+                vm: vm.name,
+                status: vm.status,
+                evidence: None,
+                decision: None,
+                applied: false,
+            });
+        }
+        for (vm, evidence, record) in examined {
+            let decision = decide(&evidence, &self.config.policy);
+            let mut applied = false;
+            if mode == Mode::Act {
+                self.remember(&vm, &evidence, decision, now);
+                applied = self.execute(&vm, decision, record).await;
+            }
+            tracing::info!(
+                vm = %vm.name,
+                action = ?decision.action,
+                reason = decision.reason.as_str(),
+                evidence = ?evidence,
+                dry_run = mode == Mode::DryRun,
+                "reconcile decision"
+            );
+            rows.push(DecisionRow {
+                vm: vm.name,
+                status: vm.status,
+                evidence: Some(evidence),
+                decision: Some(decision),
+                applied,
+            });
+        }
+        rows.sort_by(|a, b| a.vm.cmp(&b.vm));
+
+        let registrations_removed = self.sweep_registrations(&present, mode).await;
+        if mode == Mode::Act {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            memory.strikes.retain(|name, _| present.contains(name));
+            memory.pending_since.retain(|name, _| present.contains(name));
+            memory.last_seen = present;
+        }
+        Ok(ReconcileReport { rows, registrations_removed })
+    }
+
+    fn remember(&self, vm: &Vm, evidence: &Evidence, decision: Decision, now: Instant) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        match evidence.orka {
+            OrkaEvidence::Pending { .. } => {
+                memory.pending_since.entry(vm.name.clone()).or_insert(now);
+            }
+            _ => {
+                memory.pending_since.remove(&vm.name);
+            }
+        }
+        // A strike per pass whose probe failed and that left the VM for later; any
+        // conclusive probe, or any other decision, clears the count.
+        let inconclusive = evidence.probe == crate::ProbeEvidence::NotProbed;
+        if decision.action == Action::RecheckLater && probe_failed(&evidence.probe) {
+            *memory.strikes.entry(vm.name.clone()).or_default() += 1;
+        } else if decision.action != Action::RecheckLater || !inconclusive {
+            memory.strikes.remove(&vm.name);
+        }
+    }
+
+    async fn execute(
+        &self,
+        vm: &Vm,
+        decision: Decision,
+        record: Option<github_scaleset::RunnerRecord>,
+    ) -> bool {
+        match decision.action {
+            Action::RecheckLater => false,
+            Action::Adopt => match record {
+                Some(record) => {
+                    let busy = record.state() == RunnerState::Busy;
+                    self.fleet.adopt(vm.clone(), record, busy).await
+                }
+                None => false,
+            },
+            Action::CleanUp => self.fleet.retire_vm(&vm.name, RetireReason::RunComplete).await,
+            Action::Delete => self.fleet.retire_vm(&vm.name, RetireReason::Reconciler).await,
+        }
+    }
+
+    /// Removes registrations of this scale set whose VM no longer exists. Candidates: runner
+    /// names job messages mentioned that the fleet does not track, and VMs seen in an
+    /// earlier pass that have vanished (the API has no "list runners of a scale set", so
+    /// registrations are found by name).
+    async fn sweep_registrations(&self, present: &HashSet<String>, mode: Mode) -> Vec<String> {
+        let candidates: Vec<String> = {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let vanished: Vec<String> = memory.last_seen.difference(present).cloned().collect();
+            memory.registration_candidates.extend(vanished);
+            memory.registration_candidates.extend(self.fleet.seen_runner_names());
+            memory
+                .registration_candidates
+                .iter()
+                .filter(|name| naming::is_owned_by(&self.config.scale_set_name, name))
+                .filter(|name| !present.contains(*name) && !self.fleet.owns(name))
+                .cloned()
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for name in candidates {
+            let lookup =
+                tokio::time::timeout(self.config.github_timeout, self.deps.github.get_runner_by_name(&name))
+                    .await;
+            let record = match lookup {
+                Ok(Ok(record)) => record,
+                Ok(Err(e)) => {
+                    tracing::warn!(runner = %name, error = &e as &dyn std::error::Error, "runner lookup failed; will retry");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let done = match record {
+                None => true,
+                Some(r)
+                    if r.runner_scale_set_id != self.config.scale_set_id && r.runner_scale_set_id != 0 =>
+                {
+                    true
+                }
+                Some(_) if mode == Mode::DryRun => {
+                    removed.push(name.clone());
+                    false
+                }
+                Some(r) => match tokio::time::timeout(
+                    self.config.github_timeout,
+                    self.deps.github.remove_runner(r.id),
+                )
+                .await
+                {
+                    Ok(Ok(())) | Ok(Err(ScaleSetError::AgentNotFound)) => {
+                        tracing::info!(runner = %name, "removed the registration of a runner whose VM is gone");
+                        removed.push(name.clone());
+                        true
+                    }
+                    Ok(Err(ScaleSetError::JobStillRunning)) => {
+                        tracing::info!(runner = %name, "registration without VM still has a job; will retry");
+                        false
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(runner = %name, error = &e as &dyn std::error::Error, "removing registration failed; will retry");
+                        false
+                    }
+                    Err(_) => false,
+                },
+            };
+            if done && mode == Mode::Act {
+                self.memory.lock().unwrap_or_else(|p| p.into_inner()).registration_candidates.remove(&name);
+                self.fleet.forget_seen_runner(&name);
+            }
+        }
+        removed.sort();
+        removed
+    }
+}
