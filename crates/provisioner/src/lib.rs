@@ -27,6 +27,8 @@
 pub mod config;
 mod error;
 pub mod events;
+#[cfg(feature = "fakes")]
+pub mod fakes;
 mod fleet;
 pub mod jobs;
 pub mod lifecycle;
