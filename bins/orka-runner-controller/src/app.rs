@@ -1,0 +1,91 @@
+//! From parsed CLI to exit code: load the configuration, set up logging, build the
+//! runtime, dispatch to a handler and map the outcome to 0 (ok), 1 (fatal runtime error)
+//! or 2 (configuration error; clap uses 2 for usage errors too).
+//!
+//! Owns process-level policy only; the handlers live in `commands`.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config, ConfigError, Sources};
+use crate::http::Telemetry;
+use crate::{commands, logging, shutdown};
+
+/// Exit code of a successful run.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a fatal runtime error.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code of an invalid configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}\n(see docs/configuration.md for every setting)");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Runs `cli` with configuration from `sources`.
+pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
+    let command = cli.command();
+    let (config, logging_settings) = match &command {
+        Command::Demo(_) => match config::load_logging(sources) {
+            Ok(settings) => (None, settings),
+            Err(e) => return config_failure(&e),
+        },
+        _ => match config::load(sources) {
+            Ok(config) => {
+                let settings = config.logging;
+                (Some(config), settings)
+            }
+            Err(e) => return config_failure(&e),
+        },
+    };
+    if let Err(e) = logging::init(&logging_settings) {
+        eprintln!("{e:#}");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    if let Some(config) = &config {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = &e as &dyn std::error::Error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let outcome = runtime.block_on(dispatch(command, config));
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Option<Config>) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown::on_signals()?;
+    let config = match (&command, config) {
+        (Command::Demo(args), _) => return commands::demo(args, shutdown).await.map(|()| ExitCode::SUCCESS),
+        (_, Some(config)) => config,
+        (_, None) => anyhow::bail!("no configuration loaded"),
+    };
+    match command {
+        Command::Demo(_) => unreachable!("handled above"),
+        Command::Run => {
+            commands::run(config, Telemetry::new(), shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let report = commands::check(&config).await?;
+            println!("{report}");
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) })
+        }
+        Command::Reconcile(args) => {
+            commands::reconcile(&config, args.dry_run).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Turns layered raw values into a [`Config`], collecting every problem.
+//!
+//! Owns defaults, cross-setting rules (authentication choice, scale-set list, min ≤ max)
+//! and the wording of problems. Reads only the secret and key files the settings name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::error::{ConfigError, Problem};
+use super::settings::{self, DEFAULT_RUNNER_DOWNLOAD_URL, FILE_SUFFIX, Origin, SETTINGS};
+use super::sources::{Layered, Provenance, RawMetadata, RawScaleSet};
+use super::values::{self, LogFormat, LogLevel};
+use super::{
+    Config, GitHubAuth, GitHubScope, GitHubSettings, HttpSettings, LoggingSettings, OrkaSettings,
+    ReconcileSettings, RunnerSettings, RunnerVersion, ScaleSetSettings,
+};
+
+const MAX_RUNNERS_LIMIT: u32 = 1_000_000;
+const ECHO_LIMIT: usize = 80;
+
+struct Builder {
+    layered: Layered,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Builder {
+    fn new(mut layered: Layered) -> Self {
+        let problems = std::mem::take(&mut layered.problems);
+        let warnings = std::mem::take(&mut layered.notes);
+        Self { layered, problems, warnings }
+    }
+
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.layered.get(name).map(|(value, _)| value)
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.raw(name).is_some()
+    }
+
+    fn problem(&mut self, name: &str, reason: impl Into<String>) {
+        let mut reason = reason.into();
+        let secret = settings::find(name).is_none_or(|s| s.secret);
+        if let (false, Some(value)) = (secret, self.raw(name)) {
+            let shown: String = value.chars().take(ECHO_LIMIT).collect();
+            let ellipsis = if value.chars().count() > ECHO_LIMIT { "…" } else { "" };
+            reason = format!("{reason} (got {shown:?}{ellipsis})");
+        }
+        let label = self.layered.label(name);
+        self.problems.push(Problem::new(label, reason));
+    }
+
+    fn optional<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.raw(name)?.to_owned();
+        match parse(&raw) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.problem(name, reason);
+                None
+            }
+        }
+    }
+
+    fn or_default<T>(&mut self, name: &str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
+        self.optional(name, parse).unwrap_or(default)
+    }
+
+    fn required<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        if !self.is_set(name) {
+            self.problems.push(Problem::new(name, "is required"));
+            return None;
+        }
+        self.optional(name, parse)
+    }
+
+    fn duration(&mut self, name: &str, default: Duration, positive: bool) -> Duration {
+        self.or_default(name, default, |raw| {
+            let d = values::parse_go_duration(raw)?;
+            if positive && d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+        })
+    }
+
+    fn boolean(&mut self, name: &str, default: bool) -> bool {
+        self.or_default(name, default, values::parse_bool)
+    }
+
+    fn text(&mut self, name: &str, default: &str) -> String {
+        self.raw(name).map_or_else(|| default.to_owned(), |v| v.trim().to_owned())
+    }
+
+    /// A secret from `NAME` or `NAME_FILE` (both set is a problem).
+    fn secret(&mut self, name: &str) -> Option<SecretString> {
+        let file_name = format!("{name}{FILE_SUFFIX}");
+        let file = self.raw(&file_name).map(|p| PathBuf::from(p.trim()));
+        match (self.raw(name).map(str::to_owned), file) {
+            (Some(_), Some(_)) => {
+                let label = self.layered.label(name);
+                self.problems.push(Problem::new(label, format!("set {name} or {file_name}, not both")));
+                None
+            }
+            (Some(value), None) => Some(SecretString::from(value)),
+            (None, Some(path)) => self.read_secret_file(&file_name, &path),
+            (None, None) => None,
+        }
+    }
+
+    fn read_secret_file(&mut self, setting: &str, path: &Path) -> Option<SecretString> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let text = text.trim_end_matches(['\n', '\r']);
+                if text.trim().is_empty() {
+                    self.problem(setting, format!("file {} is empty", path.display()));
+                    None
+                } else {
+                    Some(SecretString::from(text.to_owned()))
+                }
+            }
+            Err(e) => {
+                self.problem(setting, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+/// Builds the whole configuration.
+pub fn build(layered: Layered) -> Result<Config, ConfigError> {
+    let mut b = Builder::new(layered);
+    for setting in SETTINGS.iter().filter(|s| s.origin == Origin::GoIgnored) {
+        if b.is_set(setting.name) {
+            let meaning = setting.meaning.trim_start_matches("Ignored: ");
+            b.warnings.push(format!("{} is set but ignored: {meaning}", setting.name));
+        }
+    }
+    let github = github(&mut b);
+    let orka = orka(&mut b);
+    let scale_sets = scale_sets(&mut b);
+    let runners = RunnerSettings {
+        deregistration_timeout: b.duration("RUNNER_DEREGISTRATION_TIMEOUT", Duration::from_secs(30), true),
+        deregistration_poll_interval: b.duration(
+            "RUNNER_DEREGISTRATION_POLL_INTERVAL",
+            Duration::from_secs(2),
+            true,
+        ),
+        max_concurrent_provisions: b
+            .or_default("MAX_CONCURRENT_PROVISIONS", 10, |raw| values::parse_u32_in(raw, 1, 10_000)),
+    };
+    let reconcile = ReconcileSettings {
+        enabled: b.boolean("ENABLE_RECONCILIATION", true),
+        interval: b.duration("VM_TRACKER_INTERVAL", Duration::from_secs(300), true),
+        probe_interval: b.duration("PROBE_INTERVAL", Duration::from_secs(30), true),
+        probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(30), true),
+        unreachable_strikes: b
+            .or_default("RECONCILE_UNREACHABLE_STRIKES", 3, |raw| values::parse_u32_in(raw, 1, 1000)),
+    };
+    let logging = logging(&mut b);
+    let http = HttpSettings {
+        metrics_enabled: b.boolean("ENABLE_METRICS", false),
+        health_enabled: b.boolean("ENABLE_HEALTH_ENDPOINTS", false),
+        addr: b.or_default("METRICS_ADDR", ([0, 0, 0, 0], 8080).into(), values::parse_listen_addr),
+        metrics_poll_interval: b.duration("METRICS_POLL_INTERVAL", Duration::from_secs(30), true),
+    };
+    let shutdown_drain_timeout = b.duration("SHUTDOWN_DRAIN_TIMEOUT", Duration::from_secs(30), false);
+
+    match (b.problems.is_empty(), github, orka, scale_sets) {
+        (true, Some(github), Some(orka), Some(scale_sets)) => Ok(Config {
+            github,
+            orka,
+            scale_sets,
+            runners,
+            reconcile,
+            logging,
+            http,
+            shutdown_drain_timeout,
+            warnings: b.warnings,
+        }),
+        _ => Err(ConfigError { problems: b.problems }),
+    }
+}
+
+/// Builds only the logging settings.
+pub fn build_logging(layered: Layered) -> Result<LoggingSettings, ConfigError> {
+    let mut b = Builder::new(layered);
+    let logging = logging(&mut b);
+    if b.problems.is_empty() { Ok(logging) } else { Err(ConfigError { problems: b.problems }) }
+}
+
+fn logging(b: &mut Builder) -> LoggingSettings {
+    LoggingSettings {
+        level: b.or_default("LOG_LEVEL", LogLevel::Info, values::parse_log_level),
+        format: b.or_default("LOG_FORMAT", LogFormat::Json, values::parse_log_format),
+    }
+}
+
+fn github_scope(url: &url::Url) -> Result<GitHubScope, String> {
+    let segments: Vec<&str> =
+        url.path_segments().map(|s| s.filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    match segments.as_slice() {
+        ["enterprises"] => Err("names no enterprise slug after /enterprises/".into()),
+        [org] => Ok(GitHubScope::Organization { org: (*org).to_owned() }),
+        ["enterprises", slug] => Ok(GitHubScope::Enterprise { slug: (*slug).to_owned() }),
+        [owner, repo] => Ok(GitHubScope::Repository { owner: (*owner).to_owned(), repo: (*repo).to_owned() }),
+        _ => Err("must be https://<host>/<org>, https://<host>/<owner>/<repo> or \
+                  https://<host>/enterprises/<slug>"
+            .into()),
+    }
+}
+
+fn github(b: &mut Builder) -> Option<GitHubSettings> {
+    let parsed = b.required("GITHUB_URL", |raw| {
+        let url = values::parse_http_url(raw)?;
+        let scope = github_scope(&url)?;
+        Ok((url, scope))
+    });
+    let auth = github_auth(b, parsed.as_ref().map(|(_, scope)| scope));
+    let release_lookup_token = b.secret("GITHUB_TOKEN");
+    let runner_version = b
+        .optional("GITHUB_RUNNER_VERSION", values::parse_runner_version)
+        .map_or(RunnerVersion::Latest, RunnerVersion::Pinned);
+    let runner_download_url = b.or_default(
+        "GITHUB_RUNNER_DOWNLOAD_URL",
+        DEFAULT_RUNNER_DOWNLOAD_URL.to_owned(),
+        values::parse_download_template,
+    );
+    let manage_scale_sets = b.boolean("MANAGE_RUNNER_SCALE_SETS", false);
+    let session_conflict_recreate_scale_set = b.boolean("SESSION_CONFLICT_RECREATE_SCALE_SET", false);
+    let (url, scope) = parsed?;
+    Some(GitHubSettings {
+        url,
+        scope,
+        auth: auth?,
+        release_lookup_token,
+        runner_version,
+        runner_download_url,
+        manage_scale_sets,
+        session_conflict_recreate_scale_set,
+    })
+}
+
+const APP_SETTINGS: [&str; 5] = [
+    "GITHUB_APP_ID",
+    "GITHUB_APP_INSTALLATION_ID",
+    "GITHUB_APP_PRIVATE_KEY",
+    "GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_APP_PRIVATE_KEY_PATH",
+];
+
+fn github_auth(b: &mut Builder, scope: Option<&GitHubScope>) -> Option<GitHubAuth> {
+    let pat = b.secret("GITHUB_PAT");
+    let app_configured = APP_SETTINGS.iter().any(|name| b.is_set(name));
+    if let Some(pat) = pat {
+        if app_configured {
+            b.warnings.push("GITHUB_PAT is set: it is used and the GITHUB_APP_* settings are ignored".into());
+        }
+        return Some(GitHubAuth::Pat(pat));
+    }
+    if b.is_set("GITHUB_PAT_FILE") {
+        return None; // the file problem is already reported
+    }
+    if matches!(scope, Some(GitHubScope::Enterprise { .. })) {
+        b.problem(
+            "GITHUB_URL",
+            "is an enterprise URL, which needs GITHUB_PAT (a GitHub App cannot register enterprise runners)",
+        );
+        return None;
+    }
+    if !app_configured {
+        b.problems.push(Problem::new(
+            "GITHUB_PAT / GITHUB_APP_ID",
+            "no GitHub credentials: set GITHUB_PAT, or GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID and \
+             GITHUB_APP_PRIVATE_KEY (or GITHUB_APP_PRIVATE_KEY_PATH)",
+        ));
+        return None;
+    }
+    let app_id = b.required("GITHUB_APP_ID", values::parse_id);
+    let installation_id = b.required("GITHUB_APP_INSTALLATION_ID", values::parse_id);
+    let private_key = app_private_key(b);
+    Some(GitHubAuth::App { app_id: app_id?, installation_id: installation_id?, private_key: private_key? })
+}
+
+fn app_private_key(b: &mut Builder) -> Option<SecretString> {
+    let inline = b.is_set("GITHUB_APP_PRIVATE_KEY") || b.is_set("GITHUB_APP_PRIVATE_KEY_FILE");
+    let path = b.raw("GITHUB_APP_PRIVATE_KEY_PATH").map(|p| PathBuf::from(p.trim()));
+    let (setting, key) = match (inline, path) {
+        (true, Some(_)) => {
+            b.problems.push(Problem::new(
+                "GITHUB_APP_PRIVATE_KEY_PATH",
+                "set only one of GITHUB_APP_PRIVATE_KEY, GITHUB_APP_PRIVATE_KEY_FILE, GITHUB_APP_PRIVATE_KEY_PATH",
+            ));
+            return None;
+        }
+        (true, None) => ("GITHUB_APP_PRIVATE_KEY", b.secret("GITHUB_APP_PRIVATE_KEY")?),
+        (false, Some(path)) => {
+            ("GITHUB_APP_PRIVATE_KEY_PATH", b.read_secret_file("GITHUB_APP_PRIVATE_KEY_PATH", &path)?)
+        }
+        (false, None) => {
+            b.problems.push(Problem::new(
+                "GITHUB_APP_PRIVATE_KEY",
+                "is required for GitHub App authentication (or GITHUB_APP_PRIVATE_KEY_PATH)",
+            ));
+            return None;
+        }
+    };
+    use secrecy::ExposeSecret;
+    let text = key.expose_secret();
+    if !(text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----")) {
+        let label = b.layered.label(setting);
+        b.problems.push(Problem::new(label, "is not a PEM private key (-----BEGIN … PRIVATE KEY-----)"));
+        return None;
+    }
+    Some(key)
+}
+
+fn namespace(raw: &str) -> Result<String, String> {
+    let ns = raw.trim();
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if ok {
+        Ok(ns.to_owned())
+    } else {
+        Err("must be a Kubernetes namespace name (lowercase, digits, '-')".into())
+    }
+}
+
+fn orka(b: &mut Builder) -> Option<OrkaSettings> {
+    let url = b.required("ORKA_URL", values::parse_http_url);
+    let token = b.secret("ORKA_TOKEN");
+    if token.is_none() && !b.is_set("ORKA_TOKEN_FILE") {
+        b.problems.push(Problem::new("ORKA_TOKEN", "is required (or ORKA_TOKEN_FILE)"));
+    }
+    let vm_username = b.text("ORKA_VM_USERNAME", "admin");
+    let vm_password = b.secret("ORKA_VM_PASSWORD").unwrap_or_else(|| SecretString::from("admin"));
+    let vm_ssh_key_path = b.optional("ORKA_VM_SSH_KEY_PATH", |raw| {
+        let path = PathBuf::from(raw.trim());
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err("is not a file".into()),
+            Err(e) => Err(format!("cannot be read: {e}")),
+        }
+    });
+    let mapping_enabled = b.boolean("ORKA_ENABLE_NODE_IP_MAPPING", false);
+    let mapping = b.optional("ORKA_NODE_IP_MAPPING", values::parse_node_ip_mapping);
+    let node_ip_mapping = match (mapping_enabled, mapping) {
+        (true, None) if !b.is_set("ORKA_NODE_IP_MAPPING") => {
+            b.problems.push(Problem::new(
+                "ORKA_NODE_IP_MAPPING",
+                "is required when ORKA_ENABLE_NODE_IP_MAPPING is true",
+            ));
+            None
+        }
+        (true, mapping) => mapping,
+        (false, Some(_)) => {
+            b.warnings.push(
+                "ORKA_NODE_IP_MAPPING is set but ignored: ORKA_ENABLE_NODE_IP_MAPPING is not true".into(),
+            );
+            None
+        }
+        (false, None) => None,
+    };
+    let deploy_timeout = b.duration("ORKA_DEPLOY_TIMEOUT", Duration::from_secs(600), true);
+    Some(OrkaSettings {
+        url: url?,
+        token: token?,
+        vm_username,
+        vm_password,
+        vm_ssh_key_path,
+        node_ip_mapping,
+        deploy_timeout,
+    })
+}
+
+/// Defaults every scale set inherits unless it sets its own value.
+struct ScaleSetDefaults {
+    vm_config: Option<String>,
+    namespace: String,
+    metadata: BTreeMap<String, String>,
+    labels: Vec<String>,
+    min_runners: u32,
+    max_runners: u32,
+    idle_grace: Duration,
+}
+
+fn scale_sets(b: &mut Builder) -> Option<Vec<ScaleSetSettings>> {
+    let defaults = ScaleSetDefaults {
+        vm_config: b.raw("ORKA_VM_CONFIG").map(|v| v.trim().to_owned()),
+        namespace: b.or_default("ORKA_NAMESPACE", "orka-default".to_owned(), namespace),
+        metadata: b.or_default("ORKA_VM_METADATA", BTreeMap::new(), values::parse_metadata),
+        labels: b.or_default("RUNNER_LABELS", Vec::new(), values::parse_label_list),
+        min_runners: b.or_default("MIN_RUNNERS", 0, |raw| values::parse_u32_in(raw, 0, MAX_RUNNERS_LIMIT)),
+        max_runners: b.or_default("MAX_RUNNERS", 9000, |raw| values::parse_u32_in(raw, 1, MAX_RUNNERS_LIMIT)),
+        idle_grace: b.duration("RUNNER_IDLE_GRACE", Duration::from_secs(300), false),
+    };
+    let runners_from_env =
+        matches!(b.layered.get("RUNNERS"), Some((_, Provenance::Environment | Provenance::EnvFile)));
+    let file_sets = b.layered.scale_sets.take();
+    let mut from_file = false;
+    let declared: Vec<RawScaleSet> = match (runners_from_env, file_sets) {
+        (false, Some(sets)) if b.is_set("RUNNERS") => {
+            b.problems.push(Problem::new(
+                "runners (config file)",
+                "set either runners or [[scale_sets]] in the config file, not both",
+            ));
+            drop(sets);
+            return None;
+        }
+        (false, Some(sets)) => {
+            if sets.is_empty() {
+                b.problems.push(Problem::new("scale_sets (config file)", "declares no scale set"));
+                return None;
+            }
+            from_file = true;
+            sets
+        }
+        (from_env, file_sets) => {
+            if from_env && file_sets.is_some() {
+                b.warnings
+                    .push("RUNNERS from the environment replaces the config file's [[scale_sets]]".into());
+            }
+            if !b.is_set("RUNNERS") {
+                b.problems.push(Problem::new(
+                    "RUNNERS",
+                    "is required (a JSON array like [{\"name\":\"macos\",\"id\":1}], or [[scale_sets]] in the config file)",
+                ));
+                return None;
+            }
+            let entries = b.optional("RUNNERS", values::parse_runners)?;
+            entries
+                .into_iter()
+                .map(|e| RawScaleSet {
+                    name: e.name,
+                    runner_group_id: Some(e.runner_group_id),
+                    labels: None,
+                    vm_config: None,
+                    orka_namespace: None,
+                    metadata: None,
+                    min_runners: None,
+                    max_runners: None,
+                    runner_idle_grace: None,
+                })
+                .collect()
+        }
+    };
+    let mut result = Vec::new();
+    let mut ok = true;
+    for (index, raw) in declared.into_iter().enumerate() {
+        let label = if from_file {
+            format!("scale_sets[{index}] (config file, name {:?})", raw.name)
+        } else {
+            format!("{} entry {index} (name {:?})", b.layered.label("RUNNERS"), raw.name)
+        };
+        match scale_set(b, raw, &defaults, &label) {
+            Some(set) if result.iter().any(|s: &ScaleSetSettings| s.name == set.name) => {
+                b.problems.push(Problem::new(label, "declares a scale set name twice"));
+                ok = false;
+            }
+            Some(set) => result.push(set),
+            None => ok = false,
+        }
+    }
+    ok.then_some(result)
+}
+
+fn scale_set(
+    b: &mut Builder,
+    raw: RawScaleSet,
+    d: &ScaleSetDefaults,
+    label: &str,
+) -> Option<ScaleSetSettings> {
+    let before = b.problems.len();
+    let bad = |b: &mut Builder, reason: String| b.problems.push(Problem::new(label, reason));
+    let name = raw.name.trim().to_owned();
+    if let Err(e) = orka_client::naming::validate_scale_set_name(&name) {
+        let reason = match e {
+            orka_client::OrkaError::Config(reason) => reason,
+            other => other.to_string(),
+        };
+        bad(b, reason);
+    }
+    let vm_config = match raw.vm_config.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+        Some(v) => Some(v),
+        None if d.vm_config.is_some() => d.vm_config.clone(),
+        None => {
+            let missing = b.problems.iter().any(|p| p.setting == "ORKA_VM_CONFIG");
+            if !missing {
+                b.problems
+                    .push(Problem::new("ORKA_VM_CONFIG", "is required (or vm_config on every scale set)"));
+            }
+            None
+        }
+    };
+    let namespace = match raw.orka_namespace {
+        Some(ns) => namespace(&ns).map_err(|e| bad(b, format!("orka_namespace {e}"))).ok(),
+        None => Some(d.namespace.clone()),
+    };
+    let metadata = match raw.metadata {
+        None => Some(d.metadata.clone()),
+        Some(RawMetadata::Text(text)) => {
+            values::parse_metadata(&text).map_err(|e| bad(b, format!("metadata {e}"))).ok()
+        }
+        Some(RawMetadata::Table(table)) => values::check_metadata_table(&table)
+            .map(|()| table)
+            .map_err(|e| bad(b, format!("metadata {e}")))
+            .ok(),
+    };
+    let mut labels = vec![name.clone()];
+    for extra in raw.labels.unwrap_or_else(|| d.labels.clone()) {
+        let extra = extra.trim().to_owned();
+        if extra.is_empty() {
+            bad(b, "labels has an empty label".into());
+        } else if !labels.contains(&extra) {
+            labels.push(extra);
+        }
+    }
+    if raw.runner_group_id == Some(0) {
+        bad(b, "runner_group_id must be a positive runner group id".into());
+    }
+    let min_runners = raw.min_runners.unwrap_or(d.min_runners);
+    let max_runners = raw.max_runners.unwrap_or(d.max_runners);
+    if max_runners == 0 || max_runners > MAX_RUNNERS_LIMIT {
+        bad(b, format!("max_runners must be between 1 and {MAX_RUNNERS_LIMIT}"));
+    } else if min_runners > max_runners {
+        bad(b, format!("min_runners ({min_runners}) must not exceed max_runners ({max_runners})"));
+    }
+    let idle_grace = match raw.runner_idle_grace {
+        Some(text) => {
+            values::parse_go_duration(&text).map_err(|e| bad(b, format!("runner_idle_grace {e}"))).ok()
+        }
+        None => Some(d.idle_grace),
+    };
+    if b.problems.len() != before {
+        return None;
+    }
+    Some(ScaleSetSettings {
+        name,
+        runner_group_id: raw.runner_group_id.unwrap_or(values::DEFAULT_RUNNER_GROUP_ID),
+        labels,
+        vm_config: vm_config?,
+        namespace: namespace?,
+        metadata: metadata?,
+        min_runners,
+        max_runners,
+        idle_grace: idle_grace?,
+    })
+}

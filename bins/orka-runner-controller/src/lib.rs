@@ -1,0 +1,20 @@
+//! The `orka-runner-controller` binary's library half: configuration, CLI, logging,
+//! metrics and health endpoints, and the command handlers `main` dispatches to.
+//!
+//! This is the only crate that picks concrete implementations of the trait seams. What it
+//! does not own: scaling decisions (`provisioner`), reconcile decisions (`reconciler`) and
+//! any wire format (`github-scaleset`, `orka-client`, `vm-probe`).
+
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+#[allow(dead_code)] // Wired into `run` by the wiring module (lead).
+mod service;
+pub mod shutdown;
+// Still to come from the lead: `mod wiring; mod demo;` (concrete clients, the demo).
