@@ -136,13 +136,17 @@ impl OrkaClient {
     }
 }
 
-/// The error for a failed deploy POST. Capacity wording wins over the status code
-/// (Orka reports it as 500, 400 or 409 depending on version [U]).
+/// The error for a failed deploy POST. The wording wins over the status code: Orka may
+/// report capacity as 500, 400 or 409 and a taken name as 409, 400 or 500 ([U]). A taken
+/// name must never be mistaken for a failure of ours, or cleanup would delete someone
+/// else's VM.
 fn deploy_error(name: &str, status: u16, message: String, generic: impl FnOnce() -> OrkaError) -> OrkaError {
     let lower = message.to_ascii_lowercase();
     let is_capacity = CAPACITY_HINTS.iter().any(|hint| lower.contains(hint));
+    let is_conflict = lower.contains("already exists") || lower.contains("alreadyexists");
     match status {
         401 | 403 | 429 => generic(),
+        _ if is_conflict => OrkaError::NameConflict { name: name.to_owned() },
         _ if is_capacity => OrkaError::CapacityExhausted { message },
         409 => OrkaError::NameConflict { name: name.to_owned() },
         500 => OrkaError::DeployFailed {

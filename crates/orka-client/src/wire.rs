@@ -28,7 +28,7 @@ pub(crate) struct WireVm {
     pub status: Option<String>,
     #[serde(default, alias = "nodeName", deserialize_with = "lenient_string")]
     pub node: Option<String>,
-    #[serde(default, alias = "error", deserialize_with = "lenient_string")]
+    #[serde(default, rename = "errorMessage", alias = "error", deserialize_with = "lenient_string")]
     pub error_message: Option<String>,
 }
 
@@ -219,7 +219,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!((vm.ssh, vm.status()), (Some(8822), VmStatus::Running));
-        let vm: WireVm = serde_json::from_str(r#"{"name":"a","ssh":"9281"}"#).unwrap();
+        let vm: WireVm = serde_json::from_str(r#"{"name":"a","ssh":"9281","errorMessage":"boom"}"#).unwrap();
+        assert_eq!(vm.error_message.as_deref(), Some("boom"));
         assert_eq!(vm.ssh, Some(9281));
         assert_eq!(vm.status(), VmStatus::Pending, "absent status means not running yet");
         let vm: WireVm = serde_json::from_str(r#"{"name":"a","ssh":null,"ip":""}"#).unwrap();
