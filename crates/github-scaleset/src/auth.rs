@@ -137,6 +137,19 @@ impl Bootstrap {
         }
     }
 
+    /// Marks `seen` as unusable (the service rejected its token) so the next call
+    /// re-runs the chain; a no-op if a newer tenant is already cached.
+    pub(crate) fn invalidate(&self, seen: &Arc<Tenant>) {
+        let mut current = self.current.lock().expect("tenant lock");
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, seen)) {
+            *current = Some(Arc::new(Tenant {
+                base: seen.base.clone(),
+                token: seen.token.clone(),
+                expires_at: UNIX_EPOCH,
+            }));
+        }
+    }
+
     fn cached(&self) -> Option<Arc<Tenant>> {
         self.current.lock().expect("tenant lock").clone()
     }

@@ -15,7 +15,7 @@ use url::Url;
 use crate::{
     JitConfig, JobAvailable, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, ScaleSet, ScaleSetApi,
     ScaleSetError, SessionQueue,
-    auth::{Bootstrap, bearer},
+    auth::{Bootstrap, Tenant, bearer},
     config::GitHubConfig,
     transport::{HttpRequest, HttpResponse, Idempotency, Transport},
     wire::{
@@ -148,20 +148,32 @@ impl GitHubClient {
         idempotency: Idempotency,
         context: &'static str,
     ) -> Result<HttpResponse, ScaleSetError> {
-        let tenant = self.inner.bootstrap.tenant(&self.inner.transport).await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, bearer(tenant.token.expose_secret())?);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let req = HttpRequest {
-            method,
-            url: actions_url(&tenant.base, path, query),
-            headers,
-            body,
-            timeout: self.inner.config.timeouts.request,
-            idempotency,
-            context,
+        let build = |tenant: &Tenant| -> Result<HttpRequest, ScaleSetError> {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, bearer(tenant.token.expose_secret())?);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(HttpRequest {
+                method: method.clone(),
+                url: actions_url(&tenant.base, path, query),
+                headers,
+                body: body.clone(),
+                timeout: self.inner.config.timeouts.request,
+                idempotency,
+                context,
+            })
         };
-        self.inner.transport.send(&req, &self.inner.config.retry).await
+        let bootstrap = &self.inner.bootstrap;
+        let tenant = bootstrap.tenant(&self.inner.transport).await?;
+        let resp = self.inner.transport.send(&build(&tenant)?, &self.inner.config.retry).await?;
+        if resp.status != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        // The Go clients have no reactive refresh; one re-bootstrap is cheap insurance
+        // against a token revoked before its `exp`.
+        tracing::debug!(context, "admin token rejected; re-running the bootstrap once");
+        bootstrap.invalidate(&tenant);
+        let tenant = bootstrap.tenant(&self.inner.transport).await?;
+        self.inner.transport.send(&build(&tenant)?, &self.inner.config.retry).await
     }
 
     async fn generate_once(&self, scale_set_id: i64, runner_name: &str) -> Result<JitConfig, ScaleSetError> {
