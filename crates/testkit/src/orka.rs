@@ -19,6 +19,8 @@ mod control;
 mod fault;
 mod lifecycle;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
