@@ -288,6 +288,44 @@ mod tests {
     }
 
     #[test]
+    fn every_row_of_the_table() {
+        let pending = |secs| Evidence {
+            orka: OrkaEvidence::Pending { age: Duration::from_secs(secs) },
+            ..running(R::Idle, ProbeEvidence::NotProbed)
+        };
+        let struck = |runner, probe| Evidence { previous_probe_failures: 2, ..running(runner, probe) };
+        let rows: Vec<(u8, Evidence, Action, Reason)> = vec![
+            (
+                1,
+                Evidence { orka: OrkaEvidence::Failed, ..running(R::Idle, report(Yes, No, Yes)) },
+                Action::Delete,
+                Reason::VmFailed,
+            ),
+            (2, pending(899), Action::RecheckLater, Reason::StillDeploying),
+            (3, pending(900), Action::Delete, Reason::DeployAbandoned),
+            (4, running(R::LookupError, report(Yes, Yes, No)), Action::RecheckLater, Reason::GithubUnknown),
+            (5, running(R::Absent, report(Yes, No, Yes)), Action::Delete, Reason::NoRunner),
+            (6, running(R::Busy, ProbeEvidence::Unreachable), Action::Adopt, Reason::BusyPerGithub),
+            (6, running(R::Busy, report(Yes, No, Unknown)), Action::Adopt, Reason::BusyPerGithub),
+            (6, running(R::Busy, ProbeEvidence::AuthFailed), Action::Adopt, Reason::BusyPerGithub),
+            (7, running(R::Idle, ProbeEvidence::Unreachable), Action::RecheckLater, Reason::ProbeFailed),
+            (7, running(R::Offline, report(Unknown, No, No)), Action::RecheckLater, Reason::ProbeFailed),
+            (7, running(R::Unknown, ProbeEvidence::NotProbed), Action::RecheckLater, Reason::ProbeFailed),
+            (8, struck(R::Idle, ProbeEvidence::Unreachable), Action::Delete, Reason::Unreachable),
+            (8, struck(R::Unknown, report(Yes, No, Unknown)), Action::Delete, Reason::Unreachable),
+            (9, running(R::Offline, ProbeEvidence::AuthFailed), Action::Delete, Reason::AuthRejected),
+            (10, running(R::Busy, report(No, No, Yes)), Action::Delete, Reason::SetupIncomplete),
+            (11, running(R::Busy, report(Yes, Yes, No)), Action::CleanUp, Reason::RunFinished),
+            (11, running(R::Idle, report(Yes, Yes, Unknown)), Action::CleanUp, Reason::RunFinished),
+            (12, running(R::Offline, report(Yes, No, No)), Action::Delete, Reason::RunnerCrashed),
+            (13, running(R::Offline, report(Yes, No, Yes)), Action::Adopt, Reason::RunnerRunning),
+        ];
+        for (row, evidence, action, reason) in rows {
+            assert_eq!(decide(&evidence, &POLICY), Decision { action, reason }, "row {row}: {evidence:?}");
+        }
+    }
+
+    #[test]
     fn could_not_tell_is_never_read_as_no() {
         for probe in [report(Unknown, No, No), report(Yes, Unknown, No), report(Yes, No, Unknown)] {
             check(running(R::Idle, probe), Action::RecheckLater, Reason::ProbeFailed);
