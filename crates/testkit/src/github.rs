@@ -26,6 +26,9 @@ mod server;
 mod state;
 mod tokens;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
