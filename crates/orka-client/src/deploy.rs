@@ -137,7 +137,7 @@ impl OrkaClient {
 }
 
 /// The error for a failed deploy POST. The wording wins over the status code: Orka may
-/// report capacity as 500, 400 or 409 and a taken name as 409, 400 or 500 ([U]). A taken
+/// report capacity as 500, 400 or 409 and a taken name as 409, 400 or 500 (\[U\]). A taken
 /// name must never be mistaken for a failure of ours, or cleanup would delete someone
 /// else's VM.
 fn deploy_error(name: &str, status: u16, message: String, generic: impl FnOnce() -> OrkaError) -> OrkaError {

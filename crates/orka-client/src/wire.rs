@@ -47,7 +47,7 @@ pub(crate) struct Items<T> {
 }
 
 /// The deploy body. Field names are Orka's camelCase; metadata goes in
-/// `customVMMetadata` (the CRD's name; the gateway's is unverified, spec §4.4 [U]).
+/// `customVMMetadata` (the CRD's name; the gateway's is unverified, spec §4.4 \[U\]).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireDeploy<'a> {

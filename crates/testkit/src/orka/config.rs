@@ -1,5 +1,5 @@
 //! Configuration of the fake Orka: the cluster it starts with (namespaces, nodes, VM
-//! configs, images, tokens) and the behaviours the spec leaves open ([U] in
+//! configs, images, tokens) and the behaviours the spec leaves open (\[U\] in
 //! orka-api.md), each a knob with a realistic default.
 //!
 //! It holds plain data only; the running state lives in `state`.
@@ -39,13 +39,13 @@ pub struct FakeOrkaConfig {
     pub default_timeout_minutes: u64,
     /// What a deploy does when no node has room.
     pub capacity_mode: CapacityMode,
-    /// Status of a deploy whose name is taken (409 in Kubernetes; [U]).
+    /// Status of a deploy whose name is taken (409 in Kubernetes; \[U\]).
     pub conflict_status: u16,
-    /// Status of a successful deploy (200 or 201; [U]).
+    /// Status of a successful deploy (200 or 201; \[U\]).
     pub deploy_status: u16,
     /// Whether a successful DELETE answers with a JSON `Status` instead of an empty body.
     pub delete_json_body: bool,
-    /// How long a deleted VM keeps appearing in list/GET (and holding its node) ([U]).
+    /// How long a deleted VM keeps appearing in list/GET (and holding its node) (\[U\]).
     pub delete_lag: Duration,
 }
 
@@ -207,7 +207,7 @@ pub enum CapacityMode {
     Wait,
     /// Fail fast with "Not enough CPU available" and this status; no VM is created.
     Reject {
-        /// 500, 400 or 409 ([U]).
+        /// 500, 400 or 409 (\[U\]).
         status: u16,
     },
 }
