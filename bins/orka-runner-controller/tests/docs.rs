@@ -78,3 +78,11 @@ fn the_metrics_reference_documents_every_metric() {
         assert!(text.contains(&format!("`{}`", stage.label())), "stage {} undocumented", stage.label());
     }
 }
+
+#[test]
+fn the_migration_guide_lists_every_carried_over_and_new_setting() {
+    let text = doc("migration.md");
+    let missing: Vec<&str> =
+        SETTINGS.iter().map(|s| s.name).filter(|name| !text.contains(&format!("`{name}`"))).collect();
+    assert!(missing.is_empty(), "docs/migration.md misses: {missing:?}");
+}
