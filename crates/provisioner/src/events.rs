@@ -132,7 +132,8 @@ pub enum JobEventKind {
     Acquired,
 }
 
-/// Receives fleet events. Called synchronously: keep it cheap.
+/// Receives fleet events. Called synchronously, with the fleet's state locked: keep it
+/// cheap and never call back into the fleet from it.
 pub trait FleetObserver: Send + Sync {
     /// One event.
     fn on_event(&self, event: &FleetEvent);

@@ -11,12 +11,12 @@
 //! | idle (no job) longer than `max_idle` | `Retire` (recycled) |
 //! | anything else | strikes reset |
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use github_scaleset::RunnerState;
-use orka_client::VmStatus;
+use orka_client::{Vm, VmStatus};
 use tokio::time::Instant;
 use vm_probe::{ProbeReport, SshTarget, Tri};
 
@@ -61,10 +61,13 @@ impl Shared {
         }
 
         let listing = tokio::time::timeout(self.config.probe_timeout, self.deps.vms.list_vms()).await;
-        let existing: Option<HashSet<String>> = match listing {
-            Ok(Ok(vms)) => {
-                Some(vms.into_iter().filter(|vm| vm.status != VmStatus::Failed).map(|vm| vm.name).collect())
-            }
+        let existing: Option<HashMap<String, Vm>> = match listing {
+            Ok(Ok(vms)) => Some(
+                vms.into_iter()
+                    .filter(|vm| vm.status != VmStatus::Failed)
+                    .map(|vm| (vm.name.clone(), vm))
+                    .collect(),
+            ),
             Ok(Err(e)) => {
                 tracing::warn!(
                     error = &e as &dyn std::error::Error,
@@ -79,10 +82,19 @@ impl Shared {
         };
 
         let mut to_probe = Vec::new();
-        for (name, stage, target, since) in online {
-            if existing.as_ref().is_some_and(|set| !set.contains(&name)) {
+        for (name, stage, mut target, since) in online {
+            if existing.as_ref().is_some_and(|vms| !vms.contains_key(&name)) {
                 self.runner_event(&name, LifecycleEvent::VmVanished, RetireReason::VmVanished);
                 continue;
+            }
+            // A runner tracked without its VM (found by name) learns its endpoint here.
+            if target.is_none()
+                && let Some(vm) = existing.as_ref().and_then(|vms| vms.get(&name))
+            {
+                target = vm.ssh_endpoint().map(|(host, port)| SshTarget { host, port });
+                if let Some(entry) = self.lock().runners.get_mut(&name) {
+                    entry.vm = Some(vm.clone());
+                }
             }
             if stage == RunnerStage::Idle && now.saturating_duration_since(since) >= self.config.max_idle {
                 tracing::info!(runner = %name, "idle too long without a job; recycling");

@@ -109,6 +109,44 @@ impl DecisionRow {
         }
     }
 
+    /// The evidence in one line for tables and logs, e.g.
+    /// `orka=running github=idle probe=setup:yes,run:no,alive:yes strikes=0`.
+    pub fn evidence_label(&self) -> String {
+        let Some(e) = &self.evidence else { return "tracked by the fleet".to_owned() };
+        let orka = match e.orka {
+            OrkaEvidence::Pending { age } => format!("pending({}s)", age.as_secs()),
+            OrkaEvidence::Running => "running".to_owned(),
+            OrkaEvidence::Failed => "failed".to_owned(),
+        };
+        let github = match e.runner {
+            crate::RunnerEvidence::Absent => "absent",
+            crate::RunnerEvidence::Idle => "idle",
+            crate::RunnerEvidence::Busy => "busy",
+            crate::RunnerEvidence::Offline => "offline",
+            crate::RunnerEvidence::Unknown => "unknown",
+            crate::RunnerEvidence::LookupError => "lookup_error",
+        };
+        let tri = |t: vm_probe::Tri| match t {
+            vm_probe::Tri::Yes => "yes",
+            vm_probe::Tri::No => "no",
+            vm_probe::Tri::Unknown => "?",
+        };
+        let probe = match e.probe {
+            crate::ProbeEvidence::Report(r) => {
+                format!(
+                    "setup:{},run:{},alive:{}",
+                    tri(r.setup_complete),
+                    tri(r.run_complete),
+                    tri(r.runner_alive)
+                )
+            }
+            crate::ProbeEvidence::Unreachable => "unreachable".to_owned(),
+            crate::ProbeEvidence::AuthFailed => "auth_failed".to_owned(),
+            crate::ProbeEvidence::NotProbed => "not_probed".to_owned(),
+        };
+        format!("orka={orka} github={github} probe={probe} strikes={}", e.previous_probe_failures)
+    }
+
     /// The reason label, or `tracked_by_fleet`.
     pub fn reason_label(&self) -> &'static str {
         self.decision.map_or("tracked_by_fleet", |d| d.reason.as_str())

@@ -319,6 +319,11 @@ async fn a_dry_run_changes_nothing() {
     let table: Vec<_> =
         report.rows.iter().map(|r| (r.vm.as_str(), r.action_label(), r.reason_label())).collect();
     assert_eq!(table, vec![("mac-dry01", "delete", "no_runner"), ("mac-dry02", "adopt", "runner_running")]);
+    assert_eq!(report.rows[0].evidence_label(), "orka=running github=absent probe=not_probed strikes=0");
+    assert_eq!(
+        report.rows[1].evidence_label(),
+        "orka=running github=busy probe=setup:yes,run:no,alive:yes strikes=0"
+    );
     lab.settle().await;
     assert_eq!(lab.orka.names().len(), 2);
     assert!(lab.fleet.runners().is_empty());

@@ -94,3 +94,24 @@ async fn cancelling_an_adopted_job_cleans_its_vm_up() {
     assert!(lab.orka.names().is_empty());
     assert!(lab.github.names().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_github_refuses_keeps_the_vm_and_the_fleet_watches_it() {
+    let lab = Lab::new();
+    // run.sh crashed, but GitHub still shows the job on the runner.
+    lab.leftover("mac-eeee1", Some(true), crashed());
+    let report = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
+    assert_eq!(report.rows[0].decision.map(|d| d.reason), Some(Reason::RunnerCrashed));
+    lab.settle().await;
+    assert!(lab.orka.exists("mac-eeee1"), "JobStillRunning: never delete under a job GitHub sees");
+    assert_eq!(lab.fleet.runners()[0].stage, provisioner::RunnerStage::Busy);
+
+    // GitHub gives up on the job; the fleet's probe (endpoint learned from the listing)
+    // sees the dead runner and retires it.
+    lab.github.set_busy("mac-eeee1", false);
+    lab.fleet.tick().await;
+    lab.settle().await;
+    assert!(lab.orka.names().is_empty());
+    assert!(lab.github.names().is_empty());
+    assert!(lab.shell.calls().contains(&"probe mac-eeee1".to_owned()));
+}
