@@ -65,6 +65,24 @@ impl Builder {
         }
     }
 
+    /// Like [`Builder::optional`] for orka-client validators, whose messages already
+    /// quote the (non-secret) value.
+    fn optional_orka<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, orka_client::OrkaError>,
+    ) -> Option<T> {
+        let raw = self.raw(name)?.to_owned();
+        match parse(raw.trim()) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                let label = self.layered.label(name);
+                self.problems.push(Problem::new(label, orka_reason(e)));
+                None
+            }
+        }
+    }
+
     fn or_default<T>(&mut self, name: &str, default: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
         self.optional(name, parse).unwrap_or(default)
     }
@@ -124,6 +142,13 @@ impl Builder {
                 None
             }
         }
+    }
+}
+
+fn orka_reason(e: orka_client::OrkaError) -> String {
+    match e {
+        orka_client::OrkaError::Config(reason) => reason,
+        other => other.to_string(),
     }
 }
 
@@ -317,20 +342,14 @@ fn app_private_key(b: &mut Builder) -> Option<SecretString> {
 
 fn namespace(raw: &str) -> Result<String, String> {
     let ns = raw.trim();
-    let ok = !ns.is_empty()
-        && ns.len() <= 63
-        && ns.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
-    if ok {
-        Ok(ns.to_owned())
-    } else {
-        Err("must be a Kubernetes namespace name (lowercase, digits, '-')".into())
-    }
+    orka_client::validate_namespace(ns).map(|()| ns.to_owned()).map_err(orka_reason)
 }
 
 fn orka(b: &mut Builder) -> Option<OrkaSettings> {
-    let url = b.required("ORKA_URL", values::parse_http_url);
+    if !b.is_set("ORKA_URL") {
+        b.problems.push(Problem::new("ORKA_URL", "is required"));
+    }
+    let url = b.optional_orka("ORKA_URL", orka_client::normalize_base_url);
     let token = b.secret("ORKA_TOKEN");
     if token.is_none() && !b.is_set("ORKA_TOKEN_FILE") {
         b.problems.push(Problem::new("ORKA_TOKEN", "is required (or ORKA_TOKEN_FILE)"));
@@ -346,23 +365,22 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
         }
     });
     let mapping_enabled = b.boolean("ORKA_ENABLE_NODE_IP_MAPPING", false);
-    let mapping = b.optional("ORKA_NODE_IP_MAPPING", values::parse_node_ip_mapping);
-    let node_ip_mapping = match (mapping_enabled, mapping) {
-        (true, None) if !b.is_set("ORKA_NODE_IP_MAPPING") => {
+    let node_ip_mapping = match (mapping_enabled, b.is_set("ORKA_NODE_IP_MAPPING")) {
+        (true, false) => {
             b.problems.push(Problem::new(
                 "ORKA_NODE_IP_MAPPING",
                 "is required when ORKA_ENABLE_NODE_IP_MAPPING is true",
             ));
             None
         }
-        (true, mapping) => mapping,
-        (false, Some(_)) => {
+        (true, true) => b.optional_orka("ORKA_NODE_IP_MAPPING", orka_client::NodeIpMap::from_json),
+        (false, true) => {
             b.warnings.push(
                 "ORKA_NODE_IP_MAPPING is set but ignored: ORKA_ENABLE_NODE_IP_MAPPING is not true".into(),
             );
             None
         }
-        (false, None) => None,
+        (false, false) => None,
     };
     let deploy_timeout = b.duration("ORKA_DEPLOY_TIMEOUT", Duration::from_secs(600), true);
     Some(OrkaSettings {
@@ -390,8 +408,12 @@ struct ScaleSetDefaults {
 fn scale_sets(b: &mut Builder) -> Option<Vec<ScaleSetSettings>> {
     let defaults = ScaleSetDefaults {
         vm_config: b.raw("ORKA_VM_CONFIG").map(|v| v.trim().to_owned()),
-        namespace: b.or_default("ORKA_NAMESPACE", "orka-default".to_owned(), namespace),
-        metadata: b.or_default("ORKA_VM_METADATA", BTreeMap::new(), values::parse_metadata),
+        namespace: b
+            .optional_orka("ORKA_NAMESPACE", |raw| {
+                orka_client::validate_namespace(raw).map(|()| raw.to_owned())
+            })
+            .unwrap_or_else(|| orka_client::DEFAULT_NAMESPACE.to_owned()),
+        metadata: b.optional_orka("ORKA_VM_METADATA", orka_client::parse_vm_metadata).unwrap_or_default(),
         labels: b.or_default("RUNNER_LABELS", Vec::new(), values::parse_label_list),
         min_runners: b.or_default("MIN_RUNNERS", 0, |raw| values::parse_u32_in(raw, 0, MAX_RUNNERS_LIMIT)),
         max_runners: b.or_default("MAX_RUNNERS", 9000, |raw| values::parse_u32_in(raw, 1, MAX_RUNNERS_LIMIT)),
@@ -496,14 +518,14 @@ fn scale_set(
         }
     };
     let namespace = match raw.orka_namespace {
-        Some(ns) => namespace(&ns).map_err(|e| bad(b, format!("orka_namespace {e}"))).ok(),
+        Some(ns) => namespace(&ns).map_err(|e| bad(b, format!("orka_namespace: {e}"))).ok(),
         None => Some(d.namespace.clone()),
     };
     let metadata = match raw.metadata {
         None => Some(d.metadata.clone()),
-        Some(RawMetadata::Text(text)) => {
-            values::parse_metadata(&text).map_err(|e| bad(b, format!("metadata {e}"))).ok()
-        }
+        Some(RawMetadata::Text(text)) => orka_client::parse_vm_metadata(text.trim())
+            .map_err(|e| bad(b, format!("metadata: {}", orka_reason(e))))
+            .ok(),
         Some(RawMetadata::Table(table)) => values::check_metadata_table(&table)
             .map(|()| table)
             .map_err(|e| bad(b, format!("metadata {e}")))

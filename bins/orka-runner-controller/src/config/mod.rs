@@ -8,7 +8,9 @@
 //! `<NAME>_FILE`, and never appear in errors or `Debug` output.
 //!
 //! This module is pure apart from reading the files it is told about: it never touches the
-//! network and never mutates the process environment.
+//! network and never mutates the process environment. Orka-specific value rules (base URL,
+//! namespace, `ORKA_VM_METADATA`, `ORKA_NODE_IP_MAPPING`) are orka-client's validators, so
+//! the client and the configuration cannot disagree.
 
 mod build;
 mod dotenv;
@@ -18,7 +20,7 @@ mod sources;
 pub mod values;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -129,8 +131,8 @@ impl GitHubSettings {
 /// Orka settings shared by every scale set.
 #[derive(Debug, Clone)]
 pub struct OrkaSettings {
-    /// `ORKA_URL`, trailing slashes trimmed.
-    pub url: url::Url,
+    /// `ORKA_URL`, validated and without trailing slashes (as `OrkaConfig::new` takes it).
+    pub url: String,
     /// `ORKA_TOKEN`.
     pub token: SecretString,
     /// `ORKA_VM_USERNAME`.
@@ -140,7 +142,7 @@ pub struct OrkaSettings {
     /// `ORKA_VM_SSH_KEY_PATH`: key auth instead of the password when set.
     pub vm_ssh_key_path: Option<PathBuf>,
     /// Node IP → public address, when `ORKA_ENABLE_NODE_IP_MAPPING` is on.
-    pub node_ip_mapping: Option<BTreeMap<IpAddr, String>>,
+    pub node_ip_mapping: Option<orka_client::NodeIpMap>,
     /// `ORKA_DEPLOY_TIMEOUT`.
     pub deploy_timeout: Duration,
 }
