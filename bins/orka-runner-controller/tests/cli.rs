@@ -28,7 +28,8 @@ fn stderr(output: &Output) -> String {
 }
 
 const VALID: &[(&str, &str)] = &[
-    ("GITHUB_URL", "https://github.com/acme"),
+    // Loopback only: these tests never reach a real service (they stop at configuration).
+    ("GITHUB_URL", "http://127.0.0.1:9/acme"),
     ("GITHUB_PAT", "ghp_cli_secret_value_123"),
     ("ORKA_URL", "http://127.0.0.1:9"),
     ("ORKA_TOKEN", "orka_cli_secret_value_456"),
@@ -87,11 +88,16 @@ async fn the_env_file_of_the_working_directory_is_read() {
         "{}",
         stderr(&output)
     );
-    // The real environment wins over the file.
+    // The real environment wins over the file: only the other bad value is reported.
     let mut env = VALID.to_vec();
-    env.push(("LOG_LEVEL", "warning"));
+    env.extend([("LOG_LEVEL", "warning"), ("MAX_RUNNERS", "many")]);
     let output = run(dir.path(), &["check"], &env).await;
-    assert_ne!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("invalid configuration (1 problem):\n  - MAX_RUNNERS: "),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
