@@ -62,6 +62,8 @@ enum Attempt {
     TimedOut(Duration),
     /// A retryable status.
     Status(HttpResponse),
+    /// Never worth repeating (TLS verification failed).
+    Fatal(Box<dyn std::error::Error + Send + Sync>),
 }
 
 type HyperClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
@@ -153,7 +155,7 @@ impl Transport {
         match result {
             Ok(resp) => Ok(resp),
             Err(Attempt::Status(resp)) => Ok(resp),
-            Err(Attempt::Unsent(source)) | Err(Attempt::Broken(source)) => {
+            Err(Attempt::Unsent(source)) | Err(Attempt::Broken(source)) | Err(Attempt::Fatal(source)) => {
                 Err(ScaleSetError::Transport { context: req.context.to_owned(), source })
             }
             Err(Attempt::TimedOut(after)) => Err(ScaleSetError::Transport {
@@ -174,7 +176,13 @@ impl Transport {
             .map_err(|e| Attempt::Unsent(Box::new(e) as Box<dyn std::error::Error + Send + Sync>))?;
         let exchange = async {
             let resp = self.client.request(http_req).await.map_err(|e| {
-                if e.is_connect() { Attempt::Unsent(Box::new(e)) } else { Attempt::Broken(Box::new(e)) }
+                if is_tls_failure(&e) {
+                    Attempt::Fatal(Box::new(e))
+                } else if e.is_connect() {
+                    Attempt::Unsent(Box::new(e))
+                } else {
+                    Attempt::Broken(Box::new(e))
+                }
             })?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| Attempt::Broken(Box::new(e)))?.to_bytes();
@@ -187,6 +195,23 @@ impl Transport {
     }
 }
 
+/// Whether a TLS error (e.g. an untrusted certificate) is in the cause chain; like the Go
+/// clients, such failures are not retried.
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the wrapped error itself; descend into it explicitly.
+        cur = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
 fn is_retryable_status(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
@@ -196,6 +221,7 @@ fn retryable(attempt: &Attempt, idempotency: Idempotency) -> bool {
     let idempotent = idempotency == Idempotency::Idempotent;
     match attempt {
         Attempt::Unsent(_) => true,
+        Attempt::Fatal(_) => false,
         Attempt::Broken(_) | Attempt::TimedOut(_) => idempotent,
         Attempt::Status(resp) => {
             idempotent
@@ -211,6 +237,7 @@ fn describe(attempt: &Attempt) -> String {
         Attempt::Broken(e) => format!("connection failed: {e}"),
         Attempt::TimedOut(d) => format!("timed out after {d:?}"),
         Attempt::Status(r) => format!("status {}", r.status),
+        Attempt::Fatal(e) => format!("TLS failure: {e}"),
     }
 }
 
