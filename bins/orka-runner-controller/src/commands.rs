@@ -11,6 +11,7 @@ use crate::check::{self, CheckReport, Outcome};
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::http::{self, Telemetry};
+use crate::wiring;
 
 fn not_wired(what: &str) -> anyhow::Error {
     anyhow!("`{what}` is not wired to the GitHub and Orka clients yet in this build")
@@ -23,8 +24,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
     for line in check::config_summary(&config) {
         tracing::info!("{line}");
     }
-    // HOOK(lead): `service::run(config, telemetry, shutdown.clone()).await` goes here.
-    let result = Err(not_wired("run"));
+    let result = wiring::run(config, telemetry, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(server) = server {
         server.task.await??;
@@ -36,21 +36,13 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
 pub async fn check(config: &Config) -> anyhow::Result<CheckReport> {
     let mut report = CheckReport::default();
     report.push("configuration", Outcome::Pass(check::config_summary(config).join("; ")));
-    // HOOK(lead): `wiring::check_connectivity(config, &mut report).await` goes here
-    // (GitHub auth, scale set resolvable, Orka reachable and token valid, VM config exists).
-    for item in
-        ["GitHub authentication", "scale sets resolvable", "Orka reachable, token valid", "VM configs exist"]
-    {
-        report.push(item, Outcome::Skipped("not wired yet in this build".into()));
-    }
+    wiring::check_connectivity(config, &mut report).await?;
     Ok(report)
 }
 
 /// `reconcile [--dry-run]`: one reconciliation pass over the owned VMs.
 pub async fn reconcile(config: &Config, dry_run: bool) -> anyhow::Result<()> {
-    let _ = (config, dry_run);
-    // HOOK(lead): `wiring::reconcile_once(config, dry_run).await` goes here.
-    Err(not_wired("reconcile"))
+    wiring::reconcile_once(config, dry_run).await
 }
 
 /// `demo`: the whole system on simulated GitHub and Orka.

@@ -14,7 +14,7 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-#[allow(dead_code)] // Wired into `run` by the wiring module (lead).
-mod service;
+pub mod runner_version;
+pub mod service;
 pub mod shutdown;
-// Still to come from the lead: `mod wiring; mod demo;` (concrete clients, the demo).
+pub mod wiring;

@@ -38,6 +38,13 @@ pub trait Sweeper: Send + Sync {
     async fn sweep(&self);
 }
 
+/// Builds the fleet and sweeper of a scale set once its id is known (again when the scale
+/// set was re-created with a new id).
+pub trait FleetFactory: Send + Sync {
+    /// The fleet and sweeper serving scale set `scale_set_id`.
+    fn for_scale_set(&self, scale_set_id: i64) -> (Arc<dyn RunnerFleet>, Arc<dyn Sweeper>);
+}
+
 /// Opens the long-poll queue of a session (the concrete GitHub client does this).
 pub trait QueueOpener: Send + Sync {
     /// A queue bound to `session`.
@@ -105,10 +112,8 @@ pub struct ServiceDeps {
     pub api: Arc<dyn ScaleSetApi>,
     /// Opens session queues.
     pub queues: Arc<dyn QueueOpener>,
-    /// The provisioner of this scale set.
-    pub fleet: Arc<dyn RunnerFleet>,
-    /// The reconciler of this scale set.
-    pub sweeper: Arc<dyn Sweeper>,
+    /// Builds the provisioner and reconciler of the scale set.
+    pub fleets: Arc<dyn FleetFactory>,
 }
 
 /// Why a scale set cannot be served.
@@ -134,6 +139,7 @@ pub async fn run_scale_set(
     let fatal = |source| FatalError { scale_set: spec.name.clone(), source };
     let mut backoff = Backoff::new(timings);
     let mut last_message_id = 0_i64;
+    let mut fleet: Option<Arc<dyn RunnerFleet>> = None;
     let result = loop {
         if cancel.is_cancelled() {
             break Ok(());
@@ -173,9 +179,11 @@ pub async fn run_scale_set(
         };
         backoff.reset();
         info!(scale_set = %spec.name, session_id = %session.session_id, "message session acquired");
+        let (current, sweeper) = deps.fleets.for_scale_set(scale_set.id);
+        fleet = Some(current.clone());
         let queue = deps.queues.open(session.clone());
-        let outcome =
-            serve_session(&spec, &deps, timings, &phase, &cancel, queue.as_ref(), &mut last_message_id).await;
+        let serving = Serving { fleet: current, sweeper, queue: queue.as_ref() };
+        let outcome = serve_session(&spec, serving, timings, &phase, &cancel, &mut last_message_id).await;
         let closing = queue.session();
         match outcome {
             SessionEnd::Shutdown => {
@@ -195,7 +203,9 @@ pub async fn run_scale_set(
     if result.is_ok() && spec.delete_scale_set_on_exit {
         delete_scale_set(&spec, deps.api.as_ref()).await;
     }
-    deps.fleet.drain(timings.drain_deadline).await;
+    if let Some(fleet) = fleet {
+        fleet.drain(timings.drain_deadline).await;
+    }
     let reason = match &result {
         Ok(()) => "shut down".to_owned(),
         Err(e) => format!("fatal: {}", e.source),
@@ -210,25 +220,32 @@ enum SessionEnd {
     Fatal(ScaleSetError),
 }
 
+/// What serves one session.
+struct Serving<'a> {
+    fleet: Arc<dyn RunnerFleet>,
+    sweeper: Arc<dyn Sweeper>,
+    queue: &'a dyn MessageQueue,
+}
+
 async fn serve_session(
     spec: &ScaleSetSpec,
-    deps: &ServiceDeps,
+    serving: Serving<'_>,
     timings: ServiceTimings,
     phase: &watch::Sender<Phase>,
     cancel: &CancellationToken,
-    queue: &dyn MessageQueue,
     last_message_id: &mut i64,
 ) -> SessionEnd {
+    let Serving { fleet, sweeper, queue } = serving;
     let session_cancel = cancel.child_token();
     let _stop_background = session_cancel.clone().drop_guard();
     let mut statistics = queue.session().statistics;
-    deps.fleet.on_statistics(statistics).await;
+    fleet.on_statistics(statistics).await;
 
     if let Some(interval) = timings.reconcile_interval {
         phase.send_replace(Phase::Reconciling);
-        deps.sweeper.sweep().await;
+        sweeper.sweep().await;
         tokio::spawn(periodic(interval, session_cancel.clone(), {
-            let sweeper = deps.sweeper.clone();
+            let sweeper = sweeper.clone();
             move || {
                 let sweeper = sweeper.clone();
                 async move { sweeper.sweep().await }
@@ -236,7 +253,7 @@ async fn serve_session(
         }));
     }
     tokio::spawn(periodic(timings.tick_interval, session_cancel.clone(), {
-        let fleet = deps.fleet.clone();
+        let fleet = fleet.clone();
         move || {
             let fleet = fleet.clone();
             async move { fleet.tick().await }
@@ -258,7 +275,7 @@ async fn serve_session(
                     warn!(scale_set = %spec.name, message_type = %message.message_type, "unknown message type; acknowledging and skipping");
                 } else {
                     statistics = message.statistics;
-                    deps.fleet.handle_message(&message, queue).await;
+                    fleet.handle_message(&message, queue).await;
                 }
                 *last_message_id = message.message_id;
                 if let Err(e) = queue.delete_message(message.message_id).await {
@@ -267,7 +284,7 @@ async fn serve_session(
             }
             Ok(None) => {
                 backoff.reset();
-                deps.fleet.on_statistics(statistics).await;
+                fleet.on_statistics(statistics).await;
             }
             Err(ScaleSetError::SessionNotFound | ScaleSetError::SessionExpired) => {
                 return SessionEnd::Lost("the session no longer exists".into());

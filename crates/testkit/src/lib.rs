@@ -9,3 +9,4 @@
 pub mod github;
 pub mod orka;
 pub mod vm;
+pub mod world;
