@@ -48,26 +48,30 @@ impl OrkaClient {
             let body =
                 serde_json::to_vec(&body).map_err(|e| OrkaError::Config(format!("deploy body: {e}")))?;
 
-            // Armed until the attempt settles: if this future is dropped mid-deploy, the
-            // guard deletes the VM in the background.
+            // Armed until the attempt and its cleanup settle: if this future is dropped
+            // midway, the guard deletes the VM in the background.
             let mut guard = CleanupGuard { client: Some(self.clone()), name: text.clone() };
             let outcome = match tokio::time::timeout_at(deadline, self.deploy_once(&text, body)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(OrkaError::DeployTimedOut { name: text.clone(), after: client_budget }),
             };
-            guard.client = None;
             match outcome {
                 Ok(vm) => {
+                    guard.disarm();
                     tracing::info!(vm = %vm.name, "VM deployed");
                     return Ok(vm);
                 }
                 Err(OrkaError::NameConflict { name: taken }) if !regenerated => {
                     // The name belongs to a VM we did not create: leave it alone.
+                    guard.disarm();
                     tracing::warn!(vm = %taken, "VM name already taken; regenerating the suffix once");
                     regenerated = true;
                     name = name.regenerate();
                 }
-                Err(e @ OrkaError::NameConflict { .. }) => return Err(e),
+                Err(e @ OrkaError::NameConflict { .. }) => {
+                    guard.disarm();
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(vm = %text, error = &e as &dyn std::error::Error, "deploy failed; deleting the VM");
                     if let Err(cleanup) = self.delete_with_retry(&text).await {
@@ -77,6 +81,7 @@ impl OrkaClient {
                             "could not delete the VM of a failed deploy; reconciliation will retry"
                         );
                     }
+                    guard.disarm();
                     return Err(e);
                 }
             }
@@ -161,6 +166,12 @@ fn deploy_error(name: &str, status: u16, message: String, generic: impl FnOnce()
 struct CleanupGuard {
     client: Option<OrkaClient>,
     name: String,
+}
+
+impl CleanupGuard {
+    fn disarm(&mut self) {
+        self.client = None;
+    }
 }
 
 impl Drop for CleanupGuard {

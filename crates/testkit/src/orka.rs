@@ -129,6 +129,12 @@ impl FakeOrka {
         self.shared.lock().peak_vms
     }
 
+    /// Restarts peak tracking from the current number of VMs.
+    pub fn reset_peak(&self) {
+        let mut state = self.shared.lock();
+        state.peak_vms = state.vms.len();
+    }
+
     /// Every API call so far, in arrival order.
     pub fn journal(&self) -> Vec<JournalEntry> {
         self.shared.lock().journal.clone()
@@ -199,15 +205,25 @@ impl FakeOrka {
 }
 
 impl Drop for FakeOrka {
+    /// Stops the server and every lifecycle task, and (best effort, when a runtime is
+    /// still running) asks the provider to destroy the endpoints of the remaining VMs.
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        let mut state = self.shared.lock();
-        for record in state.vms.values_mut() {
-            if let Some(task) = record.task.take() {
-                task.abort();
+        let names: Vec<String> = {
+            let mut state = self.shared.lock();
+            for record in state.vms.values_mut() {
+                if let Some(task) = record.task.take() {
+                    task.abort();
+                }
+            }
+            state.vms.keys().map(|(_, name)| name.clone()).collect()
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for name in names {
+                self.shared.destroy_endpoint(&name);
             }
         }
     }

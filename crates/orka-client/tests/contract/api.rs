@@ -210,6 +210,23 @@ async fn a_deploy_abandoned_by_the_caller_deletes_its_vm_in_the_background() {
 }
 
 #[tokio::test]
+async fn a_deploy_abandoned_during_its_cleanup_still_deletes_the_vm() {
+    let (fake, client) = start(fake_config()).await;
+    fake.inject(Fault::DeployFailure { message: "boom".into() });
+    // The cleanup DELETE hangs, and the caller gives up meanwhile.
+    fake.inject(Fault::Hang { route: testkit::orka::Route::DeleteVm, delay_ms: 20_000 });
+    let request = request();
+    let name = request.name.to_string();
+    let attempt = tokio::time::timeout(Duration::from_millis(600), client.deploy_vm(&request)).await;
+    assert!(attempt.is_err(), "the caller gave up during cleanup");
+    eventually("the background delete removes the VM", || fake.vms().is_empty()).await;
+    assert!(
+        calls(&fake, "DELETE", &format!("/vms/{name}")).len() >= 2,
+        "cleanup was retried in the background"
+    );
+}
+
+#[tokio::test]
 async fn should_generate_name_is_supported_by_the_fake() {
     // The client always names VMs itself; the fake still implements server-side names
     // for other clients (TeamCity / the CLI's --generate-name).

@@ -268,4 +268,7 @@ async fn delete_frees_capacity_and_ports() {
     let third = api(&fake, "POST", VMS, Some(json!({"name": "v-3", "vmConfig": "ci-sonoma"}))).await.json();
     assert_eq!(third["ssh"].as_u64(), Some(8822), "the freed port is reused");
     assert_eq!(fake.peak_vms(), 2);
+    api(&fake, "DELETE", &format!("{VMS}/v-3"), None).await;
+    fake.reset_peak();
+    assert_eq!(fake.peak_vms(), 1);
 }
