@@ -194,7 +194,8 @@ pub struct ScaleSetHealth {
 }
 
 impl ScaleSetHealth {
-    fn set(&self, phase: ScaleSetPhase) {
+    /// Sets the phase directly (the named methods below are shorthands).
+    pub fn set(&self, phase: ScaleSetPhase) {
         self.health.lock().scale_sets.insert(self.name.clone(), phase);
     }
 

@@ -221,24 +221,25 @@ fn logging(b: &mut Builder) -> LoggingSettings {
     }
 }
 
-fn github_scope(url: &url::Url) -> Result<GitHubScope, String> {
-    let segments: Vec<&str> =
-        url.path_segments().map(|s| s.filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-    match segments.as_slice() {
-        ["enterprises"] => Err("names no enterprise slug after /enterprises/".into()),
-        [org] => Ok(GitHubScope::Organization { org: (*org).to_owned() }),
-        ["enterprises", slug] => Ok(GitHubScope::Enterprise { slug: (*slug).to_owned() }),
-        [owner, repo] => Ok(GitHubScope::Repository { owner: (*owner).to_owned(), repo: (*repo).to_owned() }),
-        _ => Err("must be https://<host>/<org>, https://<host>/<owner>/<repo> or \
-                  https://<host>/enterprises/<slug>"
-            .into()),
-    }
+/// The scope of a config URL, by github-scaleset's own parser (so the client accepts
+/// exactly what the configuration accepts).
+fn github_scope(raw: &str) -> Result<GitHubScope, String> {
+    use github_scaleset::config::{ConfigUrl, Scope};
+    let parsed = ConfigUrl::parse(raw, false).map_err(|e| match e {
+        github_scaleset::ScaleSetError::Config(reason) => reason,
+        other => other.to_string(),
+    })?;
+    Ok(match parsed.scope {
+        Scope::Organization(org) => GitHubScope::Organization { org },
+        Scope::Repository { owner, repo } => GitHubScope::Repository { owner, repo },
+        Scope::Enterprise(slug) => GitHubScope::Enterprise { slug },
+    })
 }
 
 fn github(b: &mut Builder) -> Option<GitHubSettings> {
     let parsed = b.required("GITHUB_URL", |raw| {
         let url = values::parse_http_url(raw)?;
-        let scope = github_scope(&url)?;
+        let scope = github_scope(raw)?;
         Ok((url, scope))
     });
     let auth = github_auth(b, parsed.as_ref().map(|(_, scope)| scope));
@@ -540,7 +541,7 @@ fn scale_set(
             labels.push(extra);
         }
     }
-    if raw.runner_group_id == Some(0) {
+    if raw.runner_group_id.is_some_and(|id| id == 0 || id > values::MAX_ID) {
         bad(b, "runner_group_id must be a positive runner group id".into());
     }
     let min_runners = raw.min_runners.unwrap_or(d.min_runners);

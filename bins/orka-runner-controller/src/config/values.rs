@@ -82,11 +82,15 @@ pub fn parse_u32_in(raw: &str, min: u32, max: u32) -> Result<u32, String> {
     Ok(value as u32)
 }
 
-/// Parses a positive 64-bit id (GitHub App and installation ids, runner group ids).
+/// Largest id GitHub's APIs carry (a signed 64-bit integer).
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Parses a positive id (GitHub App and installation ids, runner group ids), at most
+/// [`MAX_ID`].
 pub fn parse_id(raw: &str) -> Result<u64, String> {
     match raw.trim().parse::<u64>() {
-        Ok(0) | Err(_) => Err("must be a positive whole number".into()),
-        Ok(id) => Ok(id),
+        Ok(id) if id > 0 && id <= MAX_ID => Ok(id),
+        _ => Err("must be a positive whole number".into()),
     }
 }
 
@@ -197,7 +201,7 @@ pub fn parse_runners(raw: &str) -> Result<Vec<RunnerEntry>, String> {
                 None | Some(serde_json::Value::Null) => DEFAULT_RUNNER_GROUP_ID,
                 Some(serde_json::Value::Number(n)) => n
                     .as_u64()
-                    .filter(|id| *id > 0)
+                    .filter(|id| *id > 0 && *id <= MAX_ID)
                     .ok_or_else(|| format!("entry {index}: id must be a positive runner group id"))?,
                 Some(serde_json::Value::String(s)) => {
                     parse_id(&s).map_err(|e| format!("entry {index}: id {e}"))?
@@ -383,6 +387,7 @@ mod tests {
         assert!(parse_label_list("macos,,arm64").is_err());
         assert_eq!(parse_id("42"), Ok(42));
         assert!(parse_id("0").is_err());
+        assert!(parse_id("9223372036854775808").is_err(), "beyond i64");
         assert!(parse_u32_in("10", 1, 5).is_err());
         assert_eq!(parse_u32_in("5", 1, 5), Ok(5));
     }
