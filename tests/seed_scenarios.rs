@@ -12,10 +12,41 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{PATIENCE, Scenario, eventually};
-use testkit::github::JobState;
+use anyhow::{Context, Result, bail};
+use support::{ControllerProcess, PATIENCE, Scenario, eventually};
+use testkit::github::{Endpoint, Fault, JobId, JobState};
+use testkit::orka::FakeVmStatus;
+
+/// Runs `body`; on failure appends every controller log to the error.
+async fn explained<T>(logs: &[PathBuf], body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    body.await.map_err(|e| {
+        let logs: Vec<String> = logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect();
+        anyhow::anyhow!("{e:#}\n--- controller logs ---\n{}", logs.join("\n---\n"))
+    })
+}
+
+/// Waits until `job` runs and returns the name of the runner (= VM) running it.
+async fn running_on(s: &Scenario, job: JobId) -> Result<String> {
+    eventually("the job runs on a runner", PATIENCE, || async {
+        let state = s.world.github.state();
+        let job = state.job(job)?;
+        (job.state == JobState::Running).then(|| job.runner_name.clone()).flatten()
+    })
+    .await
+}
+
+/// SIGTERM, then require a clean exit 0.
+async fn stop(controller: &mut ControllerProcess) -> Result<()> {
+    controller.sigterm()?;
+    let status = controller.wait_exit(Duration::from_secs(60)).await?;
+    if !status.success() {
+        bail!("SIGTERM must end the controller with 0, got {status:?}");
+    }
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_1_initial_run() -> anyhow::Result<()> {
@@ -37,7 +68,151 @@ async fn scenario_1_initial_run() -> anyhow::Result<()> {
     let status = controller.wait_exit(Duration::from_secs(60)).await?;
     assert!(status.success(), "SIGTERM must end the controller with 0: {status:?}\n{}", controller.log());
     assert_eq!(s.world.snapshot().jobs_in(JobState::Completed), 1);
-    eprintln!("{}", controller.log());
     s.world.check_invariants(&jobs, 1).map_err(|v| anyhow::anyhow!("{v:#?}\n{}", controller.log()))?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_2_interrupted_run() -> Result<()> {
+    let s = Scenario::start().await?;
+    // Hold the JIT registration so the controller is caught right after its VM is deployed.
+    s.world.github.inject(Fault::Delay { endpoint: Endpoint::GenerateJitConfig, delay_ms: 5_000, times: 1 });
+    let mut first = s.controller("first.log", &[])?;
+    let jobs = s.world.enqueue_jobs(1, Duration::from_secs(2));
+    let old_vm = explained(&[first.log_path()], async {
+        eventually("a VM is deployed", PATIENCE, || async {
+            s.world.orka.vms().into_iter().find(|vm| vm.status == FakeVmStatus::Running).map(|vm| vm.name)
+        })
+        .await
+    })
+    .await?;
+    first.kill9().await?;
+
+    let mut second = s.controller("second.log", &[])?;
+    explained(&[first.log_path(), second.log_path()], async {
+        let runner = running_on(&s, jobs[0]).await?;
+        if runner == old_vm {
+            bail!("the job ran on the VM of the killed controller ({old_vm}); it should have been replaced");
+        }
+        eventually("the old VM is deleted", PATIENCE, || async {
+            s.world.orka.vm(&old_vm).is_none().then_some(())
+        })
+        .await?;
+        eventually("the job completes", PATIENCE, || async {
+            s.world.snapshot().completed(jobs[0]).then_some(())
+        })
+        .await?;
+        s.wait_clean().await?;
+        stop(&mut second).await?;
+        s.world.check_invariants(&jobs, 2).map_err(|v| anyhow::anyhow!("{v:#?}"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_initial_request() -> Result<()> {
+    let s = Scenario::start().await?;
+    // Queued while no controller runs: the scale set exists, nobody listens.
+    s.world.github.create_scale_set("mac", &["mac"]);
+    let jobs = s.world.enqueue_jobs(3, Duration::from_secs(2));
+    let mut controller = s.controller("controller.log", &[])?;
+    explained(&[controller.log_path()], async {
+        eventually("all three jobs complete", PATIENCE, || async {
+            let snapshot = s.world.snapshot();
+            jobs.iter().all(|j| snapshot.completed(*j)).then_some(())
+        })
+        .await?;
+        s.wait_clean().await?;
+        stop(&mut controller).await?;
+        let served_by: std::collections::BTreeSet<_> =
+            s.world.github.state().jobs.iter().filter_map(|j| j.runner_name.clone()).collect();
+        if served_by.len() != 3 {
+            bail!("expected one runner per job, got {served_by:?}");
+        }
+        s.world.check_invariants(&jobs, 3).map_err(|v| anyhow::anyhow!("{v:#?}"))
+    })
+    .await
+}
+
+/// Scenario 4 with either stop: the same VM keeps the job through a restart.
+async fn adopt_across_restart(kill_hard: bool) -> Result<()> {
+    let s = Scenario::start().await?;
+    let mut first = s.controller("first.log", &[])?;
+    let jobs = s.world.enqueue_jobs(1, Duration::from_secs(12));
+    let vm = explained(&[first.log_path()], running_on(&s, jobs[0])).await?;
+    if kill_hard {
+        first.kill9().await?;
+    } else {
+        stop(&mut first).await?;
+        if s.world.orka.vm(&vm).is_none() {
+            bail!("SIGTERM deleted the VM {vm} of a running job");
+        }
+    }
+    let mut second = s.controller("second.log", &[])?;
+    explained(&[first.log_path(), second.log_path()], async {
+        eventually("the job completes", PATIENCE, || async {
+            let snapshot = s.world.snapshot();
+            if snapshot.github.job(jobs[0])?.state != JobState::Completed {
+                // While the job runs, its VM must stay.
+                return s
+                    .world
+                    .orka
+                    .vm(&vm)
+                    .is_none()
+                    .then(|| Err(anyhow::anyhow!("VM {vm} deleted mid-job")));
+            }
+            Some(Ok(()))
+        })
+        .await??;
+        let job = s.world.github.state().job(jobs[0]).cloned().context("job")?;
+        if job.runner_name.as_deref() != Some(vm.as_str()) || job.result.as_deref() != Some("succeeded") {
+            bail!("the job must finish on {vm} with success: {job:?}");
+        }
+        s.wait_clean().await?;
+        stop(&mut second).await?;
+        s.world.check_invariants(&jobs, 1).map_err(|v| anyhow::anyhow!("{v:#?}"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_4_adopting_vms_after_sigterm() -> Result<()> {
+    adopt_across_restart(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_4_adopting_vms_after_kill_9() -> Result<()> {
+    adopt_across_restart(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_5_cancelling_an_adopted_job() -> Result<()> {
+    let s = Scenario::start().await?;
+    let mut first = s.controller("first.log", &[])?;
+    let jobs = s.world.enqueue_jobs(1, Duration::from_secs(600));
+    let vm = explained(&[first.log_path()], running_on(&s, jobs[0])).await?;
+    stop(&mut first).await?;
+    let mut second = s.controller("second.log", &[])?;
+    explained(&[first.log_path(), second.log_path()], async {
+        // Adopted: the second controller holds the session and the VM is still there.
+        eventually("the second controller holds the session", PATIENCE, || async {
+            (!s.world.github.state().sessions.is_empty()).then_some(())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if s.world.orka.vm(&vm).is_none() {
+            bail!("the adopted VM {vm} was deleted while its job ran");
+        }
+        if !s.world.github.cancel_job(jobs[0]) {
+            bail!("the job had already ended");
+        }
+        eventually("the adopted VM is deleted", PATIENCE, || async {
+            s.world.orka.vm(&vm).is_none().then_some(())
+        })
+        .await?;
+        s.wait_clean().await?;
+        stop(&mut second).await?;
+        s.world.check_invariants(&jobs, 1).map_err(|v| anyhow::anyhow!("{v:#?}"))
+    })
+    .await
 }

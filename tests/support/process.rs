@@ -63,6 +63,11 @@ impl ControllerProcess {
         }
     }
 
+    /// Where the process logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.log_path.clone()
+    }
+
     /// Everything the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
