@@ -17,6 +17,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code of an invalid configuration.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code of a one-shot command (`check`, `reconcile`) stopped by SIGTERM/SIGINT.
+pub const INTERRUPTED: u8 = 130;
 
 fn config_failure(e: &ConfigError) -> ExitCode {
     eprintln!("{e}\n(see docs/configuration.md for every setting)");
@@ -67,25 +69,35 @@ pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
 
 async fn dispatch(command: Command, config: Option<Config>) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown::on_signals()?;
-    let config = match (&command, config) {
-        (Command::Demo(args), _) => return commands::demo(args, shutdown).await.map(|()| ExitCode::SUCCESS),
-        (_, Some(config)) => config,
-        (_, None) => anyhow::bail!("no configuration loaded"),
+    let interrupted = shutdown.clone();
+    // One-shot commands stop at the first signal; `run` and `demo` shut down gracefully.
+    let one_shot = |work: std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>> + Send>,
+    >| async move {
+        tokio::select! {
+            result = work => result,
+            () = interrupted.cancelled() => Ok(ExitCode::from(INTERRUPTED)),
+        }
     };
-    match command {
-        Command::Demo(_) => unreachable!("handled above"),
-        Command::Run => {
-            commands::run(config, Telemetry::new(), shutdown).await?;
-            Ok(ExitCode::SUCCESS)
+    match (command, config) {
+        (Command::Demo(args), _) => commands::demo(&args, shutdown).await.map(|()| ExitCode::SUCCESS),
+        (Command::Run, Some(config)) => {
+            commands::run(config, Telemetry::new(), shutdown).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Check => {
-            let report = commands::check(&config).await?;
-            println!("{report}");
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) })
+        (Command::Check, Some(config)) => {
+            one_shot(Box::pin(async move {
+                let report = commands::check(&config).await?;
+                println!("{report}");
+                Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) })
+            }))
+            .await
         }
-        Command::Reconcile(args) => {
-            commands::reconcile(&config, args.dry_run).await?;
-            Ok(ExitCode::SUCCESS)
+        (Command::Reconcile(args), Some(config)) => {
+            one_shot(Box::pin(async move {
+                commands::reconcile(&config, args.dry_run).await.map(|()| ExitCode::SUCCESS)
+            }))
+            .await
         }
+        (_, None) => anyhow::bail!("no configuration loaded"),
     }
 }
