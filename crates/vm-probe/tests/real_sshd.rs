@@ -41,12 +41,26 @@ impl Drop for RunnerGuard {
     }
 }
 
-/// A child killed on drop.
+/// A child in its own process group, the whole group killed on drop.
 struct Spawned(Child);
+
+impl Spawned {
+    fn new(command: &mut Command) -> Spawned {
+        use std::os::unix::process::CommandExt as _;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Spawned(child)
+    }
+}
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
         let _ = self.0.wait();
     }
 }
@@ -128,12 +142,12 @@ async fn probe_truth_table_on_real_files_and_processes() {
     let run_sh = layout.run_sh();
     std::fs::write(&run_sh, "#!/bin/sh\nsleep 60\n").unwrap();
     Command::new("chmod").args(["+x", &run_sh]).status().unwrap();
-    let go_runner = Spawned(Command::new(&run_sh).arg("--jitconfig").arg("x").spawn().unwrap());
+    let go_runner = Spawned::new(Command::new(&run_sh).arg("--jitconfig").arg("x"));
     assert_eq!(shell.probe(&target).await.unwrap(), report(Tri::Yes, Tri::No, Tri::Yes, None));
     drop(go_runner);
 
     // Our pid file: a live pid is alive, a dead pid is not (whatever else runs).
-    let sleeper = Spawned(Command::new("sleep").arg("60").spawn().unwrap());
+    let sleeper = Spawned::new(Command::new("sleep").arg("60"));
     touch(&layout.pid_file, &format!("{}\n", sleeper.0.id()));
     assert_eq!(shell.probe(&target).await.unwrap(), report(Tri::Yes, Tri::No, Tri::Yes, None));
     let mut dead = Command::new("true").spawn().unwrap();
