@@ -317,16 +317,23 @@ fn parse_body(body: &Bytes) -> Value {
 
 fn check_admin(shared: &Shared, st: &State, headers: &HeaderMap) -> Result<(), Reply> {
     let token = bearer(headers).ok_or_else(Reply::unauthorized)?;
-    match shared.mint.verify(&token, "admin", st.wall()) {
+    match shared.mint.verify(&token, "admin", Some(st.wall())) {
         Some(c) if c.generation >= st.admin_min_generation => Ok(()),
         _ => Err(Reply::unauthorized()),
     }
 }
 
-/// The session a queue token belongs to, if the token is valid for `ss`.
-pub(crate) fn check_queue(shared: &Shared, st: &State, headers: &HeaderMap, ss: i64) -> Option<String> {
+/// The session a queue token belongs to, if the token is valid for `ss`. `check_exp`
+/// false only re-checks revocation (a poll in progress outlives its token's `exp`).
+pub(crate) fn check_queue(
+    shared: &Shared,
+    st: &State,
+    headers: &HeaderMap,
+    ss: i64,
+    check_exp: bool,
+) -> Option<String> {
     let token = bearer(headers)?;
-    let claims = shared.mint.verify(&token, "queue", st.wall())?;
+    let claims = shared.mint.verify(&token, "queue", check_exp.then(|| st.wall()))?;
     let session = st.sessions.get(&claims.subject)?;
     (session.scale_set_id == ss && claims.generation >= session.min_generation).then(|| session.id.clone())
 }
@@ -613,7 +620,7 @@ async fn dispatch(
             }
         }
         Op::AcquireJobs(ss) => {
-            let Some(sid) = check_queue(shared, st, headers, ss) else { return Reply::unauthorized() };
+            let Some(sid) = check_queue(shared, st, headers, ss, true) else { return Reply::unauthorized() };
             st.touch_session(&sid);
             let ids: Vec<i64> = serde_json::from_value(parse_body(body)).unwrap_or_default();
             let acquired = st.acquire(ss, &ids);
@@ -679,7 +686,7 @@ async fn dispatch(
             Err(e) => Reply::service(e),
         },
         Op::DeleteMessage(ss, mid) => {
-            let Some(sid) = check_queue(shared, st, headers, ss) else { return Reply::unauthorized() };
+            let Some(sid) = check_queue(shared, st, headers, ss, true) else { return Reply::unauthorized() };
             st.touch_session(&sid);
             st.delete_message(ss, mid);
             Reply::empty(204)
@@ -721,7 +728,7 @@ async fn long_poll(
         .and_then(|v| v.trim().parse().ok());
     let (sid, hold) = {
         let mut st = shared.state.lock().expect("state");
-        let Some(sid) = check_queue(shared, &st, headers, ss) else { return Reply::unauthorized() };
+        let Some(sid) = check_queue(shared, &st, headers, ss, true) else { return Reply::unauthorized() };
         if let Some(s) = st.sessions.get_mut(&sid) {
             s.active_polls += 1;
         }
@@ -735,7 +742,7 @@ async fn long_poll(
         notified.as_mut().enable();
         {
             let mut st = shared.state.lock().expect("state");
-            if check_queue(shared, &st, headers, ss).is_none() {
+            if check_queue(shared, &st, headers, ss, false).is_none() {
                 return Reply::unauthorized();
             }
             st.touch_session(&sid);
