@@ -26,7 +26,8 @@ fn black_holes(n: usize) -> (Vec<std::net::TcpListener>, Vec<SshTarget>) {
 async fn probe_all(shell: &std::sync::Arc<Ssh2Shell>, targets: &[SshTarget]) -> (Duration, usize, usize) {
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for target in targets.iter().cloned() {
+    for target in targets {
+        let target = target.clone();
         let shell = std::sync::Arc::clone(shell);
         set.spawn(async move { shell.probe(&target).await });
     }
