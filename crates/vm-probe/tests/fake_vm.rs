@@ -320,3 +320,42 @@ async fn a_connection_dropped_mid_session_is_an_error_not_an_answer() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(matches!(err.step(), Some(SshStep::Exec | SshStep::Io | SshStep::Exit)), "{err:?}");
 }
+
+#[tokio::test]
+async fn fake_vm_host_boots_isolated_vms_and_destroy_kills_what_runs_inside() {
+    use testkit::orka::VmProvider;
+    let host = std::sync::Arc::new(testkit::vm::FakeVmHost::new().unwrap());
+    host.set_behaviour("mac-hole1", VmBehaviour::BlackHole);
+    let provider: std::sync::Arc<dyn VmProvider> = host.clone();
+    let target = |(host, port): (String, u16)| SshTarget { host, port };
+    let a = target(provider.boot("mac-aaaa1").await.unwrap());
+    let b = target(provider.boot("mac-bbbb1").await.unwrap());
+    let hole = target(provider.boot("mac-hole1").await.unwrap());
+    assert_eq!(host.running(), ["mac-aaaa1", "mac-bbbb1", "mac-hole1"]);
+
+    let mut config =
+        quick_config("admin", SshAuth::Password(SecretString::from("admin")), VmLayout::for_user("admin"));
+    config.io_timeout = Duration::from_millis(500);
+    let shell = Ssh2Shell::new(config).unwrap();
+    // Each VM has its own /tmp.
+    shell.run_script(&a, "touch /tmp/orka-runner-setup-complete").await.unwrap();
+    assert_eq!(shell.probe(&a).await.unwrap().setup_complete, Tri::Yes);
+    assert_eq!(shell.probe(&b).await.unwrap().setup_complete, Tri::No);
+    assert!(host.host_path("mac-aaaa1", "/tmp/orka-runner-setup-complete").unwrap().exists());
+    let err = shell.probe(&hole).await.unwrap_err();
+    assert!(matches!(err, ShellError::Timeout { step: SshStep::Handshake, .. }), "{err:?}");
+
+    // A detached process survives its channel, and dies with its VM.
+    let out = shell.run_script(&a, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await.unwrap();
+    let pid: u32 = out.stdout.trim().parse().unwrap();
+    assert!(process_alive(pid));
+    let root = host.vm_root("mac-aaaa1").unwrap();
+    provider.destroy("mac-aaaa1").await;
+    eventually(Duration::from_secs(10), "the VM's process to die", || async {
+        (!process_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(!root.exists());
+    assert_eq!(host.running(), ["mac-bbbb1", "mac-hole1"]);
+    assert!(shell.probe(&a).await.is_err(), "a destroyed VM no longer answers");
+}
