@@ -265,12 +265,6 @@ impl ScaleSetApi for GitHubClient {
                 "get scale set by id",
             )
             .await?;
-        if resp.status == StatusCode::NOT_FOUND {
-            return Err(match error_from_response(&resp) {
-                ScaleSetError::Http { .. } => ScaleSetError::ScaleSetNotFound,
-                other => other,
-            });
-        }
         let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "get scale set by id")?;
         Ok(wire.into())
     }
@@ -360,7 +354,9 @@ impl ScaleSetApi for GitHubClient {
             .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
-                ScaleSetError::AgentNotFound | ScaleSetError::Http { .. } => Ok(None),
+                // Only the typed answer means "absent": a bare 404 (wrong tenant, proxy)
+                // must not make a live runner look gone.
+                ScaleSetError::AgentNotFound => Ok(None),
                 other => Err(other),
             };
         }
@@ -381,7 +377,7 @@ impl ScaleSetApi for GitHubClient {
             .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
-                ScaleSetError::AgentNotFound | ScaleSetError::Http { .. } => Ok(()),
+                ScaleSetError::AgentNotFound => Ok(()),
                 other => Err(other),
             };
         }
@@ -408,12 +404,6 @@ impl ScaleSetApi for GitHubClient {
                 "create session",
             )
             .await?;
-        if resp.status == StatusCode::NOT_FOUND {
-            return Err(match error_from_response(&resp) {
-                ScaleSetError::Http { .. } => ScaleSetError::ScaleSetNotFound,
-                other => other,
-            });
-        }
         let wire: SessionWire = expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create session")?;
         let session = wire.into_session(scale_set_id, None)?;
         if !session.message_queue_url.is_empty() {

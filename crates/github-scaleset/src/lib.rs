@@ -7,6 +7,28 @@
 //! and the vocabulary below.
 //!
 //! What it does not know: Orka, SSH, or how many runners to create.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), github_scaleset::ScaleSetError> {
+//! use github_scaleset::{Auth, GitHubClient, GitHubConfig, MessageQueue, ScaleSetApi};
+//! use secrecy::SecretString;
+//!
+//! let config = GitHubConfig::new("https://github.com/my-org", Auth::Pat(SecretString::from("ghp_…")));
+//! let client = GitHubClient::connect(config).await?; // runs the REST bootstrap once
+//! let scale_set = client.get_scale_set(1, "mac").await?.expect("registered");
+//! let session = client.create_session(scale_set.id, "my-host").await?;
+//! let queue = client.queue(session); // Arc<SessionQueue>: refreshes the session on 401
+//! if let Some(message) = queue.get_message(0, 10).await? {
+//!     queue.delete_message(message.message_id).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Transport rules (§5.2): transport errors, 429 and 5xx except 501 are retried with
+//! exponential backoff (`Retry-After` honoured, capped); POSTs that may have been committed
+//! (create scale set, create session) are not repeated; TLS verification failures are not
+//! retried. Admin-token calls re-run the bootstrap once on 401; queue calls refresh the
+//! session once on 401.
 
 mod api;
 mod auth;

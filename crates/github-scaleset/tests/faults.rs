@@ -538,6 +538,21 @@ async fn a_5xx_after_a_committed_jit_post_recovers_through_agent_exists() {
     assert_eq!(state.request_count(Endpoint::GenerateJitConfig), 3, "committed, AgentExists, retry");
 }
 
+#[tokio::test]
+async fn an_untyped_404_never_makes_a_runner_look_absent() {
+    let fake = start(FakeGitHubConfig::default()).await;
+    let client = client(&fake).await;
+    let ss = client.create_scale_set(&new_scale_set("mac")).await.unwrap().id;
+    let jit = client.generate_jit_config(ss, "mac-fffff").await.unwrap();
+    fake.inject(http_error(Endpoint::GetRunner, 404, 1));
+    assert!(matches!(client.get_runner(jit.runner.id).await, Err(ScaleSetError::Http { status: 404, .. })));
+    fake.inject(http_error(Endpoint::RemoveRunner, 404, 1));
+    assert!(client.remove_runner(jit.runner.id).await.is_err());
+    assert!(client.get_runner(jit.runner.id).await.unwrap().is_some(), "still registered");
+    client.remove_runner(jit.runner.id).await.unwrap();
+    assert_eq!(client.get_runner(jit.runner.id).await.unwrap(), None, "AgentNotFoundException = absent");
+}
+
 // ---- §8.4.12 slow responses and resets ----------------------------------------------------
 
 #[tokio::test]
