@@ -91,6 +91,27 @@ async fn refresh_404_surfaces_session_not_found_and_a_new_session_gets_the_undel
     assert_eq!(again.message_id, first.message_id, "not acked ⇒ redelivered to the new session");
 }
 
+#[tokio::test]
+async fn the_queue_token_is_refreshed_ahead_of_its_exp_without_a_401() {
+    let fake = start(FakeGitHubConfig {
+        queue_token_lifetime: Duration::from_secs(62),
+        long_poll_hold: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = pat_config(&fake);
+    cfg.queue_token_refresh_margin = Duration::from_secs(60);
+    let client = GitHubClient::connect(cfg).await.unwrap();
+    let (_ss, queue) = scale_set_with_queue(&client, "mac").await;
+    assert!(queue.get_message(0, 5).await.unwrap().is_none());
+    assert_eq!(fake.state().request_count(Endpoint::RefreshSession), 0, "fresh token used as is");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(queue.get_message(0, 5).await.unwrap().is_none());
+    let s = fake.state();
+    assert_eq!(s.request_count(Endpoint::RefreshSession), 1, "refreshed proactively");
+    assert_eq!(s.request_count(Endpoint::GetMessage), 2, "no 401 round trip");
+}
+
 // ---- §8.4.2 admin token expiry ------------------------------------------------------------
 
 #[tokio::test]
