@@ -1,0 +1,168 @@
+//! Operability end to end: the real binary against the simulated world, observed only
+//! through its HTTP endpoints — the seven gauges follow live statistics, every stage
+//! histogram gets samples from one job's path, and readiness tells the standby from the
+//! active replica (and follows a failover).
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use orka_runner_controller::metrics::Stage;
+use support::{ControllerProcess, PATIENCE, Scenario, eventually};
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// GET `path`; `None` while the server is not up.
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = format!("http://{addr}{path}").parse().ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await.ok()?.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of the sample whose line starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+fn controller(s: &Scenario, log: &str, addr: SocketAddr) -> Result<ControllerProcess> {
+    let addr = addr.to_string();
+    s.controller(log, &[("ENABLE_METRICS", "true"), ("METRICS_ADDR", addr.as_str())])
+}
+
+/// Fails with the controller logs attached.
+fn explain(e: anyhow::Error, controllers: &[&ControllerProcess]) -> anyhow::Error {
+    let logs: Vec<String> = controllers.iter().map(|c| c.log()).collect();
+    anyhow::anyhow!("{e:#}\n--- controller logs ---\n{}", logs.join("\n---\n"))
+}
+
+/// Waits until the seven gauges of `scale_set` read `expected` (Go order).
+async fn gauges_read(addr: SocketAddr, scale_set: &str, expected: [f64; 7]) -> Result<()> {
+    let names = [
+        "runner_scale_set_total_available_jobs",
+        "runner_scale_set_total_acquired_jobs",
+        "runner_scale_set_total_assigned_jobs",
+        "runner_scale_set_total_running_jobs",
+        "runner_scale_set_total_registered_runners",
+        "runner_scale_set_total_busy_runners",
+        "runner_scale_set_total_idle_runners",
+    ];
+    let what = format!("gauges of {scale_set} read {expected:?}");
+    eventually(&what, PATIENCE, || async {
+        let (_, text) = get(addr, "/metrics").await?;
+        let values: Vec<f64> = names
+            .iter()
+            .map(|n| sample(&text, &format!("{n}{{runner_name=\"{scale_set}\"}}")).unwrap_or(-1.0))
+            .collect();
+        (values == expected).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() -> Result<()> {
+    let s = Scenario::start().await?;
+    let addr = free_addr();
+    let controller = controller(&s, "controller.log", addr)?;
+    let scale_set = s.world.config.scale_set.clone();
+    let outcome = async {
+        eventually("/readyz says ready", PATIENCE, || async {
+            get(addr, "/readyz").await.filter(|(status, _)| *status == 200).map(|_| ())
+        })
+        .await?;
+        let jobs = s.world.enqueue_jobs(1, Duration::from_secs(8));
+        // While the job runs on its runner: assigned 1, running 1, registered 1, busy 1.
+        gauges_read(addr, &scale_set, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]).await?;
+        eventually("the job completes", PATIENCE, || async { s.world.snapshot().completed(jobs[0]).then_some(()) })
+            .await?;
+        s.wait_clean().await?;
+        gauges_read(addr, &scale_set, [0.0; 7]).await?;
+        let counts = |text: &str| -> Vec<(&'static str, f64)> {
+            Stage::ALL
+                .iter()
+                .map(|stage| {
+                    let count = format!(
+                        "orka_runner_controller_stage_duration_seconds_count{{scale_set=\"{scale_set}\",stage=\"{}\"}}",
+                        stage.label()
+                    );
+                    (stage.label(), sample(text, &count).unwrap_or(0.0))
+                })
+                .collect()
+        };
+        let filled = eventually("every stage histogram has a sample", PATIENCE, || async {
+            let (_, text) = get(addr, "/metrics").await?;
+            counts(&text).iter().all(|(_, n)| *n >= 1.0).then_some(text)
+        })
+        .await;
+        let text = match filled {
+            Ok(text) => text,
+            Err(e) => {
+                let (_, text) = get(addr, "/metrics").await.unwrap_or_default();
+                anyhow::bail!("{e:#}: stage sample counts {:?}", counts(&text));
+            }
+        };
+        let succeeded = format!("orka_runner_controller_provisions_total{{scale_set=\"{scale_set}\",outcome=\"succeeded\"}}");
+        anyhow::ensure!(sample(&text, &succeeded) == Some(1.0), "one successful provisioning expected:\n{text}");
+        let held = format!("orka_runner_controller_session_held{{scale_set=\"{scale_set}\"}}");
+        anyhow::ensure!(sample(&text, &held) == Some(1.0), "the active replica holds the session:\n{text}");
+        Ok(())
+    }
+    .await;
+    outcome.map_err(|e: anyhow::Error| explain(e, &[&controller]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> {
+    let s = Scenario::start().await?;
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let mut active = controller(&s, "active.log", addr_a)?;
+    let ready = |addr: SocketAddr| async move {
+        eventually("/readyz says ready", PATIENCE, || async {
+            get(addr, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await
+    };
+    let (_, body) = ready(addr_a).await.map_err(|e| explain(e, &[&active]))?;
+    anyhow::ensure!(body.contains(": ready"), "{body}");
+
+    let standby = controller(&s, "standby.log", addr_b)?;
+    let outcome = async {
+        let (_, body) = eventually("the standby reports waiting for session", PATIENCE, || async {
+            get(addr_b, "/readyz")
+                .await
+                .filter(|(status, body)| *status == 503 && body.contains("waiting for session"))
+        })
+        .await?;
+        anyhow::ensure!(body.starts_with("not ok\n"), "{body}");
+        let (status, _) = get(addr_b, "/healthz").await.context("standby /healthz")?;
+        anyhow::ensure!(status == 200, "a standby is alive");
+        let (_, metrics) = get(addr_b, "/metrics").await.context("standby /metrics")?;
+        let held =
+            format!("orka_runner_controller_session_held{{scale_set=\"{}\"}}", s.world.config.scale_set);
+        anyhow::ensure!(
+            sample(&metrics, &held).unwrap_or(0.0) == 0.0,
+            "a standby does not claim the session:\n{metrics}"
+        );
+        // The active replica leaves (SIGTERM closes its session): the standby takes over.
+        active.sigterm()?;
+        let status = active.wait_exit(Duration::from_secs(60)).await?;
+        anyhow::ensure!(status.success(), "SIGTERM ends the active replica with 0: {status:?}");
+        ready(addr_b).await?;
+        Ok(())
+    }
+    .await;
+    outcome.map_err(|e| explain(e, &[&active, &standby]))
+}
