@@ -1,10 +1,7 @@
 //! The subcommand handlers `app` dispatches to, each taking the validated [`Config`].
 //!
-//! HOOKS for the wiring (`service`, `wiring`, `demo` modules, owned by the lead): every
-//! handler below that is not wired yet returns a "not wired yet" error — exit code 1,
-//! never a fake success. Replace the marked lines with the real calls.
+//! Each handler delegates to `wiring` (the concrete clients) or `demo`.
 
-use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{self, CheckReport, Outcome};
@@ -12,10 +9,6 @@ use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::http::{self, Telemetry};
 use crate::wiring;
-
-fn not_wired(what: &str) -> anyhow::Error {
-    anyhow!("`{what}` is not wired to the GitHub and Orka clients yet in this build")
-}
 
 /// `run`: serve every scale set until `shutdown` fires. The endpoint server runs for the
 /// whole call when enabled.
@@ -47,7 +40,5 @@ pub async fn reconcile(config: &Config, dry_run: bool) -> anyhow::Result<()> {
 
 /// `demo`: the whole system on simulated GitHub and Orka.
 pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let _ = (args, shutdown);
-    // HOOK(lead): `demo::run(args, shutdown).await` goes here.
-    Err(not_wired("demo"))
+    crate::demo::run(args, shutdown).await
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod http;
 pub mod logging;

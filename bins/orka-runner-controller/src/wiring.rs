@@ -257,7 +257,7 @@ fn build_runtime(
     let shell: Arc<dyn VmShell> = clients.shell.clone();
     let fleet_config = fleet_config(config, scale_set, scale_set_id, runner_version);
     let observer = metrics.clone().map(|metrics| {
-        Arc::new(MetricsObserver { metrics, scale_set: scale_set.name.clone(), last: Mutex::default() })
+        Arc::new(MetricsObserver { metrics, scale_set: scale_set.name.clone(), paths: Mutex::default() })
             as Arc<dyn FleetObserver>
     });
     let fleet = Arc::new(Fleet::with_observer(
@@ -372,56 +372,84 @@ impl Sweeper for FleetRuntime {
 struct MetricsObserver {
     metrics: Arc<Metrics>,
     scale_set: String,
-    /// When each runner passed its last milestone.
-    last: Mutex<HashMap<String, Instant>>,
+    /// Per runner: when it passed its last milestone and which milestones it passed.
+    paths: Mutex<HashMap<String, RunnerPath>>,
+}
+
+/// Where one runner is on the path job assigned → … → VM deleted.
+struct RunnerPath {
+    last: Instant,
+    passed: Vec<Stage>,
 }
 
 impl MetricsObserver {
-    fn milestone(&self, runner: &str, stage: Option<Stage>) {
+    /// Records `stage` for `runner` (time since its previous milestone) once.
+    fn milestone(&self, runner: &str, stage: Stage) {
         let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(stage), Some(previous)) = (stage, last.get(runner)) {
-            self.metrics.observe_stage(&self.scale_set, stage, now.saturating_duration_since(*previous));
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = paths.get_mut(runner) else { return };
+        if !path.passed.contains(&stage) {
+            self.metrics.observe_stage(&self.scale_set, stage, now.saturating_duration_since(path.last));
+            path.passed.push(stage);
         }
-        last.insert(runner.to_owned(), now);
+        path.last = now;
+    }
+
+    /// Starts (or, for an adopted runner, joins midway) the path of `runner`.
+    fn begin(&self, runner: &str, already_passed: &[Stage]) {
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths
+            .entry(runner.to_owned())
+            .or_insert_with(|| RunnerPath { last: Instant::now(), passed: already_passed.to_vec() });
+    }
+
+    fn has_passed(&self, runner: &str, stage: Stage) -> bool {
+        let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths.get(runner).is_some_and(|p| p.passed.contains(&stage))
     }
 }
 
 impl FleetObserver for MetricsObserver {
     fn on_event(&self, event: &FleetEvent) {
+        use Stage::*;
         match event {
             FleetEvent::Stage { runner, stage, adopted, .. } => match stage {
-                RunnerStage::Queued | RunnerStage::DeployingVm => {
-                    let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-                    last.entry(runner.clone()).or_insert_with(Instant::now);
+                RunnerStage::Queued | RunnerStage::DeployingVm => self.begin(runner, &[]),
+                RunnerStage::CreatingJitConfig => self.milestone(runner, VmDeployed),
+                // Adopted runners join the path where they were found; earlier stages
+                // happened under another process and are not timed.
+                RunnerStage::Idle | RunnerStage::Busy if *adopted => {
+                    self.begin(runner, &[VmDeployed, SshReady, RunnerOnline]);
+                    if *stage == RunnerStage::Busy {
+                        self.begin(runner, &[JobStarted]);
+                    }
                 }
-                RunnerStage::CreatingJitConfig => self.milestone(runner, Some(Stage::VmDeployed)),
-                RunnerStage::Idle if *adopted => self.milestone(runner, None),
                 RunnerStage::Idle => {
                     self.metrics.provision_succeeded(&self.scale_set);
-                    self.milestone(runner, Some(Stage::RunnerOnline));
+                    self.milestone(runner, RunnerOnline);
                 }
-                RunnerStage::Busy if *adopted && !self.seen(runner) => self.milestone(runner, None),
-                RunnerStage::Busy => self.milestone(runner, Some(Stage::JobStarted)),
-                RunnerStage::Finishing => self.milestone(runner, Some(Stage::JobCompleted)),
+                RunnerStage::Busy => {
+                    // A runner may take its job before the fleet saw it idle: it came
+                    // online at the latest now, and took its job at once.
+                    if !self.has_passed(runner, RunnerOnline) {
+                        self.metrics.provision_succeeded(&self.scale_set);
+                        self.milestone(runner, RunnerOnline);
+                    }
+                    self.milestone(runner, JobStarted);
+                }
+                RunnerStage::Finishing => self.milestone(runner, JobCompleted),
                 _ => {}
             },
-            FleetEvent::SshReady { runner, .. } => self.milestone(runner, Some(Stage::SshReady)),
+            FleetEvent::SshReady { runner, .. } => self.milestone(runner, SshReady),
             FleetEvent::Gone { runner, .. } => {
-                self.milestone(runner, Some(Stage::VmDeleted));
-                self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(runner);
+                self.milestone(runner, VmDeleted);
+                self.paths.lock().unwrap_or_else(|p| p.into_inner()).remove(runner);
             }
             FleetEvent::StepFailed { step, reason, .. } => {
                 self.metrics.provision_failed(&self.scale_set, failure_of(*step, reason));
             }
             FleetEvent::Job { .. } | FleetEvent::Planned { .. } => {}
         }
-    }
-}
-
-impl MetricsObserver {
-    fn seen(&self, runner: &str) -> bool {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).contains_key(runner)
     }
 }
 
