@@ -216,3 +216,22 @@ async fn scenario_5_cancelling_an_adopted_job() -> Result<()> {
     })
     .await
 }
+
+/// The README's first command: `orka-runner-controller demo` exits 0 and says every
+/// invariant held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_passes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut demo = ControllerProcess::spawn(dir.path(), "demo.log", &[], &["demo"])?;
+    let status = demo.wait_exit(Duration::from_secs(300)).await?;
+    let output = demo.log();
+    if !status.success() || !output.contains("PASS: every invariant held") {
+        bail!("the demo failed ({status:?}):\n{output}");
+    }
+    for expected in ["adopt ", "delete ", "jobs served           8"] {
+        if !output.contains(expected) {
+            bail!("the demo summary lacks {expected:?}:\n{output}");
+        }
+    }
+    Ok(())
+}

@@ -30,7 +30,14 @@ pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
     let command = cli.command();
     let (config, logging_settings) = match &command {
         Command::Demo(_) => match config::load_logging(sources) {
-            Ok(settings) => (None, settings),
+            // The demo prints its own progress on stdout; the controller's logs on stderr
+            // stay at warnings unless LOG_LEVEL asks for more.
+            Ok(mut settings) => {
+                if !sources.environment.contains_key("LOG_LEVEL") {
+                    settings.level = config::LogLevel::Warn;
+                }
+                (None, settings)
+            }
             Err(e) => return config_failure(&e),
         },
         _ => match config::load(sources) {
