@@ -256,3 +256,24 @@ mod tests {
         assert_eq!(err.line, 1);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_files_never_panic(text in "[A-Z_=\"'#$ {}\\\\\n\r\ta-z0-9:.-]{0,80}") {
+            let _ = parse(&text, &BTreeMap::new());
+        }
+
+        #[test]
+        // Values that do not start with a quote are taken verbatim, inner quotes included.
+        fn unquoted_simple_values_round_trip(name in "[A-Z][A-Z0-9_]{0,10}", value in "([A-Za-z0-9_./:,\\[\\]{}-][A-Za-z0-9_./:,\\[\\]{}\"-]{0,30})?") {
+            let parsed = parse(&format!("{name}={value}\n"), &BTreeMap::new()).unwrap();
+            prop_assert_eq!(parsed, vec![(name, value)]);
+        }
+    }
+}

@@ -392,3 +392,36 @@ mod tests {
         assert_eq!(parse_u32_in("5", 1, 5), Ok(5));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn composed_go_durations_add_up(h in 0u64..100, m in 0u64..100, s in 0u64..100, ms in 0u64..1000) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let expected = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            prop_assert_eq!(parse_go_duration(&text), Ok(expected));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,40}") {
+            let _ = parse_go_duration(&text);
+            let _ = parse_bool(&text);
+            let _ = parse_listen_addr(&text);
+            let _ = parse_runners(&text);
+            let _ = parse_download_template(&text);
+        }
+
+        #[test]
+        fn humantime_rendered_durations_of_whole_units_parse_back(secs in 1u64..1_000_000) {
+            // 1h2m3s-style text (what operators copy from Go logs) round-trips.
+            let d = Duration::from_secs(secs);
+            let text = format!("{}h{}m{}s", secs / 3600, secs % 3600 / 60, secs % 60);
+            prop_assert_eq!(parse_go_duration(&text), Ok(d));
+        }
+    }
+}
