@@ -54,6 +54,8 @@ pub fn runner_tarball(version: &str) -> std::io::Result<Vec<u8>> {
 struct Shared {
     downloads: AtomicU64,
     fail_next: AtomicU32,
+    delay_next: AtomicU32,
+    delay_ms: AtomicU64,
     cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
 
@@ -103,6 +105,13 @@ impl FakeRunnerDownloads {
         self.shared.downloads.load(Ordering::SeqCst)
     }
 
+    /// Holds the next `n` downloads for `delay` before serving them (a slow mirror; lets a
+    /// test catch a VM in the middle of its setup).
+    pub fn delay_next(&self, n: u32, delay: std::time::Duration) {
+        self.shared.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.shared.delay_next.store(n, Ordering::SeqCst);
+    }
+
     /// Answers the next `n` downloads with 503 (exercises the client's retries).
     pub fn fail_next(&self, n: u32) {
         self.shared.fail_next.store(n, Ordering::SeqCst);
@@ -125,6 +134,11 @@ async fn download(State(shared): State<Arc<Shared>>, Path((tag, file)): Path<(St
     };
     if !matches!(arch, "x64" | "arm64") || tag != format!("v{version}") {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
+    }
+    let delayed = shared.delay_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if delayed.is_ok() {
+        let delay = std::time::Duration::from_millis(shared.delay_ms.load(Ordering::SeqCst));
+        tokio::time::sleep(delay).await;
     }
     let failing = shared.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if failing.is_ok() {
