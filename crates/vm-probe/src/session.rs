@@ -217,8 +217,7 @@ impl Login {
         session.set_timeout(remaining(SshStep::Io)?);
         channel.send_eof().map_err(|e| classify(name, SshStep::Io, e, started, budget))?;
 
-        let stdout = read_stream(&mut channel, session, 0, name, started, budget)?;
-        let stderr = read_stream(&mut channel, session, 1, name, started, budget)?;
+        let (stdout, stderr) = read_outputs(&mut channel, session, name, started, budget)?;
 
         session.set_timeout(remaining(SshStep::Exit)?);
         channel.wait_close().map_err(|e| classify(name, SshStep::Exit, e, started, budget))?;
@@ -244,28 +243,65 @@ fn io_error(name: &str, e: io::Error, started: Instant, budget: Duration) -> She
     }
 }
 
-/// Reads one stream to EOF, the libssh2 timeout set to what is left of the budget before
-/// every read so the whole exchange, not each read, is bounded.
-fn read_stream(
+/// Reads stdout and stderr together until the channel's EOF, in non-blocking mode with
+/// our own deadline: reading one stream after the other stalls once the other fills the
+/// channel window, and libssh2's blocking reads do not bound the whole exchange.
+fn read_outputs(
     channel: &mut ssh2::Channel,
     session: &Session,
-    stream_id: i32,
     name: &str,
     started: Instant,
     budget: Duration,
-) -> Result<Vec<u8>, ShellError> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut stream = channel.stream(stream_id);
+) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
+    session.set_blocking(false);
+    let result = read_outputs_nonblocking(channel, name, started, budget);
+    session.set_blocking(true);
+    result
+}
+
+fn read_outputs_nonblocking(
+    channel: &mut ssh2::Channel,
+    name: &str,
+    started: Instant,
+    budget: Duration,
+) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
+    const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
+    let mut outputs = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut idle_wait = Duration::from_micros(500);
     loop {
-        let left = budget.checked_sub(started.elapsed()).ok_or_else(|| timeout(name, SshStep::Io, budget))?;
-        session.set_timeout(millis(left));
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(name, e, started, budget)),
+        let mut progressed = false;
+        for (stream_id, sink) in [(0, &mut outputs.0), (1, &mut outputs.1)] {
+            let mut stream = channel.stream(stream_id);
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sink.extend_from_slice(&buf[..n]);
+                        progressed = true;
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                        break;
+                    }
+                    Err(e) => return Err(io_error(name, e, started, budget)),
+                }
+            }
         }
+        // EOF from the server and no unread data left on either stream.
+        if channel.eof() {
+            return Ok(outputs);
+        }
+        if progressed {
+            idle_wait = Duration::from_micros(500);
+            continue;
+        }
+        let Some(left) = budget.checked_sub(started.elapsed()) else {
+            return Err(timeout(name, SshStep::Io, budget));
+        };
+        // A blocking thread waiting on a non-blocking socket (ssh2 exposes no poll).
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(idle_wait.min(left));
+        idle_wait = (idle_wait * 2).min(MAX_IDLE_WAIT);
     }
 }
 

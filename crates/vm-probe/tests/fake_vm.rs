@@ -359,3 +359,18 @@ async fn fake_vm_host_boots_isolated_vms_and_destroy_kills_what_runs_inside() {
     assert_eq!(host.running(), ["mac-bbbb1", "mac-hole1"]);
     assert!(shell.probe(&a).await.is_err(), "a destroyed VM no longer answers");
 }
+
+#[tokio::test]
+async fn large_interleaved_output_is_returned_whole_and_a_hung_command_hits_its_budget() {
+    let (_vm, _dir, target) = boot(VmBehaviour::Normal).await;
+    let mut config =
+        quick_config("admin", SshAuth::Password(SecretString::from("admin")), VmLayout::for_user("admin"));
+    config.script_timeout = Duration::from_millis(1500);
+    let shell = Ssh2Shell::new(config).unwrap();
+    let script = "head -c 3000000 /dev/zero | tr '\\000' e >&2; head -c 1000000 /dev/zero | tr '\\000' o";
+    let out = shell.run_script(&target, script).await.unwrap();
+    assert_eq!((out.stderr.len(), out.stdout.len(), out.exit_status), (3_000_000, 1_000_000, 0));
+
+    let err = shell.run_script(&target, "sleep 30").await.unwrap_err();
+    assert!(matches!(err, ShellError::Timeout { step: SshStep::Io, .. }), "{err:?}");
+}

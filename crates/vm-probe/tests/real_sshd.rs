@@ -307,3 +307,35 @@ async fn stop_runner_terminates_a_running_runner() {
     assert_eq!(report.exit_code, Some(143));
     assert!(!process_alive(pid));
 }
+
+#[tokio::test]
+async fn megabytes_on_stderr_before_any_stdout_are_all_returned() {
+    let Some(sshd) = Sshd::start() else { return };
+    let shell = key_shell(&sshd, layout_in(&sshd, "vm"));
+    // More than the SSH channel window on stderr while stdout stays silent: reading the
+    // streams one after the other would stall.
+    let script =
+        "head -c 5000000 /dev/zero | tr '\\000' e >&2; head -c 3000000 /dev/zero | tr '\\000' o; exit 7";
+    let out = shell.run_script(&sshd.target(), script).await.unwrap();
+    assert_eq!(out.exit_status, 7);
+    assert_eq!(out.stderr.len(), 5_000_000);
+    assert_eq!(out.stdout.len(), 3_000_000);
+    assert!(out.stderr.bytes().all(|b| b == b'e') && out.stdout.bytes().all(|b| b == b'o'));
+}
+
+#[tokio::test]
+async fn a_command_that_hangs_is_cut_at_its_budget() {
+    let Some(sshd) = Sshd::start() else { return };
+    let mut config = quick_config(
+        &sshd.user,
+        SshAuth::PrivateKey { path: sshd.key_path.clone(), passphrase: None },
+        layout_in(&sshd, "vm"),
+    );
+    config.script_timeout = Duration::from_secs(1);
+    let shell = Ssh2Shell::new(config).unwrap();
+    let err = shell.run_script(&sshd.target(), "echo started; sleep 60").await.unwrap_err();
+    assert!(
+        matches!(err, ShellError::Timeout { step: SshStep::Io, after, .. } if after == Duration::from_secs(1)),
+        "{err:?}"
+    );
+}
