@@ -355,7 +355,18 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
     if token.is_none() && !b.is_set("ORKA_TOKEN_FILE") {
         b.problems.push(Problem::new("ORKA_TOKEN", "is required (or ORKA_TOKEN_FILE)"));
     }
-    let vm_username = b.text("ORKA_VM_USERNAME", "admin");
+    // The runner lives in /Users/<user>/actions-runner: a macOS short name, nothing a shell
+    // or a path would reinterpret.
+    let vm_username = b.or_default("ORKA_VM_USERNAME", "admin".to_owned(), |raw| {
+        let user = raw.trim();
+        let ok = !user.starts_with('-')
+            && user.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(user.to_owned())
+        } else {
+            Err("must be a macOS short user name (letters, digits, . _ -)".into())
+        }
+    });
     let vm_password = b.secret("ORKA_VM_PASSWORD").unwrap_or_else(|| SecretString::from("admin"));
     let vm_ssh_key_path = b.optional("ORKA_VM_SSH_KEY_PATH", |raw| {
         let path = PathBuf::from(raw.trim());

@@ -534,3 +534,13 @@ fn logging_can_be_loaded_alone() {
     let err = load_logging(&Sources::environment_only(env(&[("LOG_FORMAT", "xml")]))).unwrap_err();
     assert_eq!(err.settings(), vec!["LOG_FORMAT"]);
 }
+
+#[test]
+fn vm_user_names_cannot_break_the_runner_path() {
+    let config = load_env(with(minimal(), &[("ORKA_VM_USERNAME", "ci.runner")])).unwrap();
+    assert_eq!(config.orka.vm_username, "ci.runner");
+    for bad in ["../root", "ci runner", "ci;rm", "-x"] {
+        let err = load_env(with(minimal(), &[("ORKA_VM_USERNAME", bad)])).unwrap_err();
+        assert_eq!(err.settings(), vec!["ORKA_VM_USERNAME"], "{bad}");
+    }
+}
