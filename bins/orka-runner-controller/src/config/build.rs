@@ -106,10 +106,6 @@ impl Builder {
         self.or_default(name, default, values::parse_bool)
     }
 
-    fn text(&mut self, name: &str, default: &str) -> String {
-        self.raw(name).map_or_else(|| default.to_owned(), |v| v.trim().to_owned())
-    }
-
     /// A secret from `NAME` or `NAME_FILE` (both set is a problem).
     fn secret(&mut self, name: &str) -> Option<SecretString> {
         let file_name = format!("{name}{FILE_SUFFIX}");
