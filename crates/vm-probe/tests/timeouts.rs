@@ -71,3 +71,28 @@ async fn an_unreadable_key_file_fails_at_construction() {
     assert!(matches!(err, ShellError::Config(_)));
     assert!(err.to_string().contains("/nonexistent/id_ed25519"));
 }
+
+#[tokio::test]
+async fn a_listener_dropping_syns_times_out_at_connect() {
+    // A full accept backlog makes the kernel drop new SYNs: the TCP connect itself hangs,
+    // like a VM whose network is not up yet.
+    let (_hole, target) = black_hole();
+    let mut filler = Vec::new();
+    for _ in 0..512 {
+        match std::net::TcpStream::connect_timeout(
+            &format!("127.0.0.1:{}", target.port).parse().unwrap(),
+            Duration::from_millis(200),
+        ) {
+            Ok(stream) => filler.push(stream),
+            Err(_) => break,
+        }
+    }
+    let mut config = config(Duration::from_secs(5));
+    config.connect_timeout = Duration::from_millis(300);
+    let err = Ssh2Shell::new(config).unwrap().probe(&target).await.unwrap_err();
+    assert!(
+        matches!(err, ShellError::Timeout { step: SshStep::Connect, after, .. } if after == Duration::from_millis(300)),
+        "{err:?} after {} filler connections",
+        filler.len()
+    );
+}
