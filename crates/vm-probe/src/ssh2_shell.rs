@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -186,6 +186,11 @@ impl VmShell for Ssh2Shell {
         if !valid_version(&install.runner_version) {
             return Err(ShellError::Config(format!("invalid runner version {:?}", install.runner_version)));
         }
+        let jit = install.jit_config.expose_secret();
+        if jit.is_empty() || jit.contains(['\n', '\r']) {
+            // Sent as one line on stdin; never echo it.
+            return Err(ShellError::Config("the JIT config must be one non-empty line".into()));
+        }
         let config = &self.inner.config;
         let command = script::wrap(&script::install_and_start(
             &config.layout,
@@ -233,6 +238,20 @@ mod tests {
     #[test]
     fn stderr_tail_keeps_the_last_lines() {
         assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
+    }
+
+    #[tokio::test]
+    async fn a_multi_line_jit_config_is_refused_without_echoing_it() {
+        let shell = Ssh2Shell::new(SshConfig::admin_default()).unwrap();
+        let install = RunnerInstall {
+            runner_version: "2.328.0".into(),
+            download_url_template: "http://127.0.0.1:9/{version}/{arch}".into(),
+            jit_config: SecretString::from("secret-line-1\nsecret-line-2"),
+        };
+        let target = SshTarget { host: "127.0.0.1".into(), port: 9 };
+        let err = shell.install_and_start_runner(&target, &install).await.unwrap_err();
+        assert!(matches!(err, ShellError::Config(_)));
+        assert!(!err.to_string().contains("secret-line"));
     }
 
     #[tokio::test]
