@@ -166,3 +166,48 @@ async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> 
     .await;
     outcome.map_err(|e| explain(e, &[&active, &standby]))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_active_is_replaced_once_its_session_expires_and_the_standby_never_acts_before() -> Result<()>
+{
+    let s = Scenario::start().await?;
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let mut active = controller(&s, "active.log", addr_a)?;
+    let standby = controller(&s, "standby.log", addr_b)?;
+    let outcome = async {
+        eventually("the first replica is ready", PATIENCE, || async {
+            get(addr_a, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await?;
+        // A job served by the active replica while the standby waits.
+        let first = s.world.enqueue_jobs(1, Duration::from_secs(1));
+        eventually("the first job completes", PATIENCE, || async {
+            s.world.snapshot().completed(first[0]).then_some(())
+        })
+        .await?;
+        s.wait_clean().await?;
+        let (status, body) = get(addr_b, "/readyz").await.context("standby /readyz")?;
+        anyhow::ensure!(status == 503 && body.contains("waiting for session"), "{status} {body}");
+        let quiet = standby.log();
+        for acted in ["reconcile pass", "VM deployed", "runner plan"] {
+            anyhow::ensure!(
+                !quiet.contains(acted),
+                "the standby acted ({acted}) without the session:\n{quiet}"
+            );
+        }
+
+        active.kill9().await?;
+        eventually("the standby takes over after the session expires", PATIENCE, || async {
+            get(addr_b, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await?;
+        let second = s.world.enqueue_jobs(1, Duration::from_secs(1));
+        eventually("the next job completes on the new active", PATIENCE, || async {
+            s.world.snapshot().completed(second[0]).then_some(())
+        })
+        .await?;
+        s.wait_clean().await
+    }
+    .await;
+    outcome.map_err(|e| explain(e, &[&active, &standby]))
+}
