@@ -122,7 +122,11 @@ pub const SETTINGS: &[Setting] = &[
     new("LOG_FORMAT", "json", "json or pretty"),
     go("ENABLE_METRICS", "false", "Serve Prometheus metrics on /metrics"),
     go("METRICS_ADDR", ":8080", "Listen address of the HTTP endpoints"),
-    go("METRICS_POLL_INTERVAL", "30s", "Statistics refresh period for the gauges while no message arrives"),
+    go(
+        "METRICS_POLL_INTERVAL",
+        "30s",
+        "The Go integration's statistics poll period (gauges follow every message)",
+    ),
     new("ENABLE_HEALTH_ENDPOINTS", "false", "Serve /healthz and /readyz even when metrics are off"),
     new("SHUTDOWN_DRAIN_TIMEOUT", "30s", "How long shutdown waits for in-flight cleanups"),
 ];
