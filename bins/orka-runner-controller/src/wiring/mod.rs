@@ -1,0 +1,188 @@
+//! Picks the concrete implementations: the hyper GitHub client, the hyper Orka client and
+//! the ssh2 shell, built from the validated [`Config`], and connects them to the
+//! per-scale-set [`service`], the provisioner's [`Fleet`] and the [`Reconciler`].
+//!
+//! Owns construction and adaptation only; every decision lives in a library crate.
+
+mod observer;
+mod oneshot;
+mod runtime;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use github_scaleset::{Auth, GitHubClient, GitHubConfig, MessageQueue, MessageSession};
+use orka_client::{NodeIpMap, OrkaClient, OrkaConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use vm_probe::{Ssh2Shell, SshAuth, SshConfig};
+
+use crate::config::{Config, GitHubAuth, ScaleSetSettings};
+use crate::health::ScaleSetHealth;
+use crate::http::Telemetry;
+use crate::metrics::Metrics;
+use crate::runner_version;
+use crate::service::{self, Phase, QueueOpener, ScaleSetSpec, ServiceDeps, ServiceTimings};
+
+pub use oneshot::{check_connectivity, reconcile_once};
+use runtime::{ClientSet, FleetBuilder};
+
+/// The concrete clients every scale set shares.
+pub struct Clients {
+    /// GitHub (REST bootstrap + Actions service).
+    pub github: Arc<GitHubClient>,
+    /// One Orka client per namespace in use.
+    pub orka: HashMap<String, Arc<OrkaClient>>,
+    /// SSH into VMs.
+    pub shell: Arc<Ssh2Shell>,
+}
+
+impl Clients {
+    /// Builds every client from the configuration (no network traffic yet).
+    pub fn build(config: &Config) -> anyhow::Result<Self> {
+        let auth = match &config.github.auth {
+            GitHubAuth::Pat(pat) => Auth::Pat(pat.clone()),
+            GitHubAuth::App { app_id, installation_id, private_key } => Auth::App {
+                app_id: app_id.to_string(),
+                installation_id: i64::try_from(*installation_id).context("GITHUB_APP_INSTALLATION_ID")?,
+                private_key_pem: private_key.clone(),
+            },
+        };
+        let mut github_config = GitHubConfig::new(config.github.url.as_str(), auth);
+        github_config.user_agent = format!("orka-runner-controller/{}", env!("CARGO_PKG_VERSION"));
+        let github = Arc::new(GitHubClient::new(github_config).context("configuring the GitHub client")?);
+
+        let node_ip_mapping: Option<NodeIpMap> = config.orka.node_ip_mapping.clone();
+        let mut orka = HashMap::new();
+        for scale_set in &config.scale_sets {
+            if orka.contains_key(&scale_set.namespace) {
+                continue;
+            }
+            let mut orka_config = OrkaConfig::new(config.orka.url.as_str(), config.orka.token.clone());
+            orka_config.namespace = scale_set.namespace.clone();
+            orka_config.deploy_timeout = config.orka.deploy_timeout;
+            orka_config.node_ip_mapping = node_ip_mapping.clone();
+            let client = OrkaClient::new(orka_config).context("configuring the Orka client")?;
+            orka.insert(scale_set.namespace.clone(), Arc::new(client));
+        }
+
+        let ssh_auth = match &config.orka.vm_ssh_key_path {
+            Some(path) => SshAuth::PrivateKey { path: path.clone(), passphrase: None },
+            None => SshAuth::Password(config.orka.vm_password.clone()),
+        };
+        let mut ssh = SshConfig::new(config.orka.vm_username.clone(), ssh_auth);
+        ssh.max_concurrent = ssh.max_concurrent.max(config.runners.max_concurrent_provisions as usize * 2);
+        let shell = Arc::new(Ssh2Shell::new(ssh).context("configuring SSH")?);
+        Ok(Self { github, orka, shell })
+    }
+
+    pub(super) fn orka_for(&self, scale_set: &ScaleSetSettings) -> Arc<OrkaClient> {
+        self.orka[&scale_set.namespace].clone()
+    }
+}
+
+/// `run`: serves every scale set until `shutdown` fires. Fails only when no scale set
+/// can be served.
+pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let clients = Clients::build(&config)?;
+    let version = runner_version::resolve(&config).await?;
+    tracing::info!(runner_version = %version, "runner version");
+    let owner = owner_name();
+    let mut tasks = tokio::task::JoinSet::new();
+    for scale_set in config.scale_sets.clone() {
+        let deps = ServiceDeps {
+            api: clients.github.clone(),
+            queues: Arc::new(Queues(clients.github.clone())),
+            fleets: Arc::new(FleetBuilder::new(
+                ClientSet {
+                    vms: clients.orka_for(&scale_set),
+                    github: clients.github.clone(),
+                    shell: clients.shell.clone(),
+                },
+                config.clone(),
+                scale_set.clone(),
+                version.clone(),
+                telemetry.metrics.clone(),
+            )),
+        };
+        let spec = ScaleSetSpec {
+            name: scale_set.name.clone(),
+            runner_group_id: i64::try_from(scale_set.runner_group_id).context("runner group id")?,
+            extra_labels: scale_set.labels.iter().filter(|l| **l != scale_set.name).cloned().collect(),
+            max_runners: scale_set.max_runners,
+            owner_name: owner.clone(),
+            delete_scale_set_on_exit: config.github.manage_scale_sets,
+        };
+        let timings = ServiceTimings {
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            tick_interval: config.reconcile.probe_interval.min(Duration::from_secs(5)),
+            reconcile_interval: config.reconcile.enabled.then_some(config.reconcile.interval),
+            drain_deadline: config.shutdown_drain_timeout,
+        };
+        let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
+        let health = telemetry.health.scale_set(scale_set.name.clone());
+        tokio::spawn(forward_phase(phase_rx, health, telemetry.metrics.clone(), scale_set.name.clone()));
+        let cancel = shutdown.child_token();
+        let name = scale_set.name.clone();
+        tasks.spawn(
+            async move { (name, service::run_scale_set(spec, deps, timings, phase_tx, cancel).await) },
+        );
+    }
+    let total = tasks.len();
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.context("a scale set task panicked")?;
+        if let Err(e) = result {
+            failed += 1;
+            tracing::error!(scale_set = %name, error = &e as &dyn std::error::Error, "scale set stopped");
+        }
+    }
+    if failed == total && total > 0 {
+        anyhow::bail!("no scale set could be served ({failed} failed)");
+    }
+    Ok(())
+}
+
+/// Keeps `/readyz` and the session gauge in step with a scale set's phase.
+async fn forward_phase(
+    mut phase: watch::Receiver<Phase>,
+    health: ScaleSetHealth,
+    metrics: Arc<Metrics>,
+    name: String,
+) {
+    loop {
+        let current = phase.borrow_and_update().clone();
+        metrics.set_session_held(&name, matches!(current, Phase::Reconciling | Phase::Serving));
+        match current {
+            Phase::Starting => health.waiting_for_session("starting"),
+            Phase::WaitingForSession(reason) => health.waiting_for_session(reason),
+            Phase::Reconciling => health.session_acquired(),
+            Phase::Serving => health.reconciled(),
+            Phase::Stopped(reason) if reason.starts_with("fatal") => health.failed(reason),
+            Phase::Stopped(_) => health.stopping(),
+        }
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The session owner name GitHub shows: the host name (the pod name on Kubernetes).
+fn owner_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("orka-runner-controller-{}", std::process::id()))
+}
+
+struct Queues(Arc<GitHubClient>);
+
+impl QueueOpener for Queues {
+    fn open(&self, session: MessageSession) -> Arc<dyn MessageQueue> {
+        self.0.queue(session)
+    }
+}

@@ -1,0 +1,134 @@
+//! The one-shot commands that talk to the real services: `check` and `reconcile`.
+
+use anyhow::Context;
+use github_scaleset::ScaleSetApi;
+use reconciler::Mode;
+
+use crate::check::{CheckReport, Outcome};
+use crate::config::{Config, RunnerVersion};
+
+use super::Clients;
+use super::runtime::{ClientSet, build_runtime};
+
+/// `check`: GitHub authentication, scale sets resolvable, Orka reachable with a valid
+/// token, VM configs present. Each item passes or fails on its own.
+pub async fn check_connectivity(config: &Config, report: &mut CheckReport) -> anyhow::Result<()> {
+    let clients = Clients::build(config)?;
+    let github_ok = match clients.github.get_runner_group("default").await {
+        Ok(_) => {
+            report.push(
+                "GitHub authentication",
+                Outcome::Pass(format!("authenticated to {}", config.github.url)),
+            );
+            true
+        }
+        Err(e) => {
+            report.push("GitHub authentication", Outcome::Fail(error_chain(&e)));
+            false
+        }
+    };
+    for scale_set in &config.scale_sets {
+        let item = format!("scale set {}", scale_set.name);
+        if !github_ok {
+            report.push(&item, Outcome::Skipped("GitHub authentication failed".into()));
+            continue;
+        }
+        let group = i64::try_from(scale_set.runner_group_id).unwrap_or(i64::MAX);
+        match clients.github.get_scale_set(group, &scale_set.name).await {
+            Ok(Some(found)) => report.push(&item, Outcome::Pass(format!("exists (id {})", found.id))),
+            Ok(None) => report.push(&item, Outcome::Pass("absent; `run` will create it".into())),
+            Err(e) => report.push(&item, Outcome::Fail(error_chain(&e))),
+        }
+    }
+    for (namespace, orka) in &clients.orka {
+        match orka.ping().await {
+            Ok(_) => report
+                .push(format!("Orka reachable ({namespace})"), Outcome::Pass(config.orka.url.to_string())),
+            Err(e) => {
+                report.push(format!("Orka reachable ({namespace})"), Outcome::Fail(error_chain(&e)));
+                continue;
+            }
+        }
+        match orka.check_token().await {
+            Ok(()) => report.push(format!("Orka token ({namespace})"), Outcome::Pass("accepted".into())),
+            Err(e) => {
+                report.push(format!("Orka token ({namespace})"), Outcome::Fail(error_chain(&e)));
+                continue;
+            }
+        }
+        match orka.list_vm_configs().await {
+            Ok(configs) => {
+                for scale_set in config.scale_sets.iter().filter(|s| &s.namespace == namespace) {
+                    let item = format!("VM config {} ({})", scale_set.vm_config, scale_set.name);
+                    if configs.iter().any(|c| c.name == scale_set.vm_config) {
+                        report.push(&item, Outcome::Pass("exists".into()));
+                    } else {
+                        report.push(&item, Outcome::Fail("no such VM config in Orka".into()));
+                    }
+                }
+            }
+            Err(e) => report.push(format!("VM configs ({namespace})"), Outcome::Fail(error_chain(&e))),
+        }
+    }
+    Ok(())
+}
+
+/// `reconcile [--dry-run]`: one pass per scale set, printing the decision table.
+pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let clients = Clients::build(config)?;
+    let version = match &config.github.runner_version {
+        RunnerVersion::Pinned(v) => v.clone(),
+        RunnerVersion::Latest => "unused".to_owned(),
+    };
+    let mode = if dry_run { Mode::DryRun } else { Mode::Act };
+    for scale_set in &config.scale_sets {
+        let group = i64::try_from(scale_set.runner_group_id).context("runner group id")?;
+        let Some(found) = clients.github.get_scale_set(group, &scale_set.name).await? else {
+            println!("scale set {}: not registered with GitHub; nothing to reconcile", scale_set.name);
+            continue;
+        };
+        let set = ClientSet {
+            vms: clients.orka_for(scale_set),
+            github: clients.github.clone(),
+            shell: clients.shell.clone(),
+        };
+        let runtime = build_runtime(&set, config, scale_set, found.id, &version, None);
+        let report = runtime.reconciler.reconcile_once(mode).await?;
+        println!(
+            "scale set {} (id {}){}",
+            scale_set.name,
+            found.id,
+            if dry_run { " — dry run, nothing changed" } else { "" }
+        );
+        println!("{:<32} {:<9} {:<14} {:<22} evidence", "VM", "status", "action", "reason");
+        for row in &report.rows {
+            let evidence = row.evidence.map(|e| format!("{e:?}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<32} {:<9} {:<14} {:<22} {evidence}",
+                row.vm,
+                row.status.to_string(),
+                row.action_label(),
+                row.reason_label()
+            );
+        }
+        if !report.registrations_removed.is_empty() {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb} registrations without a VM: {}", report.registrations_removed.join(", "));
+        }
+        if !dry_run {
+            runtime.fleet.drain(config.shutdown_drain_timeout).await;
+        }
+    }
+    Ok(())
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

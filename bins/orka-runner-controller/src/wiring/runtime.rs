@@ -1,0 +1,210 @@
+//! A scale set's fleet and reconciler built from the concrete clients, and their
+//! adaptation to the service's seams (`RunnerFleet`, `Sweeper`, `FleetFactory`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use github_scaleset::{GitHubClient, MessageQueue, ScaleSetApi, ScaleSetMessage, Statistics};
+use orka_client::{OrkaClient, VmBackend};
+use provisioner::{
+    Fleet, FleetConfig, FleetDeps, FleetObserver, RunnerInstallConfig, RunnerPhase, RunnerStage,
+    ScalingConfig,
+};
+use reconciler::{Mode, ReconcilePolicy, Reconciler, ReconcilerConfig, ReconcilerDeps};
+use tokio::time::Instant;
+use vm_probe::{Ssh2Shell, VmShell};
+
+use crate::config::{Config, ScaleSetSettings};
+use crate::metrics::Metrics;
+use crate::service::{FleetFactory, RunnerFleet, Sweeper};
+
+use super::observer::MetricsObserver;
+
+/// The clients one scale set uses.
+#[derive(Clone)]
+pub(super) struct ClientSet {
+    pub(super) vms: Arc<OrkaClient>,
+    pub(super) github: Arc<GitHubClient>,
+    pub(super) shell: Arc<Ssh2Shell>,
+}
+
+/// Builds (and keeps) the fleet and reconciler of one scale set.
+pub(super) struct FleetBuilder {
+    clients: ClientSet,
+    config: Config,
+    scale_set: ScaleSetSettings,
+    runner_version: String,
+    metrics: Arc<Metrics>,
+    current: Mutex<Option<(i64, Arc<FleetRuntime>)>>,
+}
+
+impl FleetBuilder {
+    /// A builder for `scale_set`; nothing is built until the scale set's id is known.
+    pub(super) fn new(
+        clients: ClientSet,
+        config: Config,
+        scale_set: ScaleSetSettings,
+        runner_version: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { clients, config, scale_set, runner_version, metrics, current: Mutex::new(None) }
+    }
+}
+
+impl FleetFactory for FleetBuilder {
+    fn for_scale_set(&self, scale_set_id: i64) -> (Arc<dyn RunnerFleet>, Arc<dyn Sweeper>) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, runtime)) = current.as_ref()
+            && *id == scale_set_id
+        {
+            return (runtime.clone(), runtime.clone());
+        }
+        let runtime = Arc::new(build_runtime(
+            &self.clients,
+            &self.config,
+            &self.scale_set,
+            scale_set_id,
+            &self.runner_version,
+            Some(self.metrics.clone()),
+        ));
+        if let Some((_, old)) = current.replace((scale_set_id, runtime.clone())) {
+            // The scale set was re-created: the old fleet's runners belong to a scale set
+            // that no longer exists; the reconciler deletes their VMs.
+            let old = old.clone();
+            tokio::spawn(async move { old.fleet.drain(Duration::from_secs(30)).await });
+        }
+        (runtime.clone(), runtime)
+    }
+}
+
+/// A scale set's fleet and reconciler, adapted to the service's seams.
+pub(super) struct FleetRuntime {
+    name: String,
+    pub(super) fleet: Arc<Fleet>,
+    pub(super) reconciler: Reconciler,
+    metrics: Option<Arc<Metrics>>,
+}
+
+pub(super) fn build_runtime(
+    clients: &ClientSet,
+    config: &Config,
+    scale_set: &ScaleSetSettings,
+    scale_set_id: i64,
+    runner_version: &str,
+    metrics: Option<Arc<Metrics>>,
+) -> FleetRuntime {
+    let vms: Arc<dyn VmBackend> = clients.vms.clone();
+    let github: Arc<dyn ScaleSetApi> = clients.github.clone();
+    let shell: Arc<dyn VmShell> = clients.shell.clone();
+    let fleet_config = fleet_config(config, scale_set, scale_set_id, runner_version);
+    let observer = metrics.clone().map(|metrics| {
+        Arc::new(MetricsObserver::new(metrics, scale_set.name.clone())) as Arc<dyn FleetObserver>
+    });
+    let fleet = Arc::new(Fleet::with_observer(
+        FleetDeps { vms: vms.clone(), github: github.clone(), shell: shell.clone() },
+        fleet_config,
+        observer,
+    ));
+    let mut reconciler_config = ReconcilerConfig::new(scale_set_id, scale_set.name.clone());
+    reconciler_config.policy = ReconcilePolicy {
+        deploy_deadline: config.orka.deploy_timeout + Duration::from_secs(120),
+        unreachable_strikes: config.reconcile.unreachable_strikes,
+    };
+    reconciler_config.probe_timeout = config.reconcile.probe_timeout;
+    let reconciler = Reconciler::new(ReconcilerDeps { vms, github, shell }, fleet.clone(), reconciler_config);
+    FleetRuntime { name: scale_set.name.clone(), fleet, reconciler, metrics }
+}
+
+fn fleet_config(config: &Config, scale_set: &ScaleSetSettings, id: i64, runner_version: &str) -> FleetConfig {
+    let install = RunnerInstallConfig {
+        version: runner_version.to_owned(),
+        download_url_template: config.github.runner_download_url.clone(),
+    };
+    let mut fleet = FleetConfig::new(id, scale_set.name.clone(), scale_set.vm_config.clone(), install);
+    fleet.metadata = scale_set.metadata.clone();
+    fleet.scaling = ScalingConfig {
+        max_runners: scale_set.max_runners,
+        min_idle_runners: scale_set.min_runners,
+        idle_grace: scale_set.idle_grace,
+    };
+    fleet.provisioning_concurrency = config.runners.max_concurrent_provisions.max(1) as usize;
+    fleet.deploy.deadline = config.orka.deploy_timeout + Duration::from_secs(120);
+    fleet.deregistration_timeout = config.runners.deregistration_timeout;
+    fleet.deregistration_poll_interval = config.runners.deregistration_poll_interval;
+    fleet.probe_interval = config.reconcile.probe_interval;
+    fleet.probe_timeout = config.reconcile.probe_timeout;
+    fleet.probe_strikes = config.reconcile.unreachable_strikes;
+    fleet
+}
+
+#[async_trait]
+impl RunnerFleet for FleetRuntime {
+    async fn on_statistics(&self, statistics: Statistics) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_statistics(&self.name, &statistics);
+        }
+        self.fleet.on_statistics(statistics).await;
+    }
+
+    async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_statistics(&self.name, &message.statistics);
+        }
+        if let Err(e) = self.fleet.handle_message(message, queue).await {
+            tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "handling a message partly failed");
+        }
+    }
+
+    async fn tick(&self) {
+        self.fleet.tick().await;
+        if let Some(metrics) = &self.metrics {
+            let runners = self.fleet.runners();
+            let now = Instant::now();
+            let phases: Vec<RunnerPhase> = runners
+                .iter()
+                .map(|r| match r.stage {
+                    RunnerStage::Idle => {
+                        RunnerPhase::Idle { idle_for: now.saturating_duration_since(r.since) }
+                    }
+                    RunnerStage::Busy => RunnerPhase::Busy,
+                    stage if stage.is_provisioning() => RunnerPhase::Provisioning,
+                    _ => RunnerPhase::Finishing,
+                })
+                .collect();
+            metrics.set_runner_phases(&self.name, &phases);
+            metrics.set_vms_owned(&self.name, runners.len() as u64);
+        }
+    }
+
+    async fn drain(&self, deadline: Duration) {
+        self.fleet.drain(deadline).await;
+    }
+}
+
+#[async_trait]
+impl Sweeper for FleetRuntime {
+    async fn sweep(&self) {
+        match self.reconciler.reconcile_once(Mode::Act).await {
+            Ok(report) => {
+                for row in &report.rows {
+                    if let (Some(decision), Some(metrics)) = (&row.decision, &self.metrics) {
+                        metrics.record_reconcile_decision(&self.name, decision);
+                    }
+                    if row.applied {
+                        tracing::info!(scale_set = %self.name, vm = %row.vm, action = row.action_label(), reason = row.reason_label(), "reconciled VM");
+                    }
+                }
+                tracing::info!(
+                    scale_set = %self.name,
+                    vms = report.rows.len(),
+                    registrations_removed = report.registrations_removed.len(),
+                    "reconcile pass"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "reconcile pass failed")
+            }
+        }
+    }
+}
