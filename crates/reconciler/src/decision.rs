@@ -18,6 +18,22 @@
 //!
 //! "Could not tell" on any probe answer the row needs counts as a probe failure (rows
 //! 6–8), never as "no". Rows 10–13 read the answers in that order.
+//!
+//! How the evidence is read (see the crate's `evidence` module):
+//!
+//! * A VM's age is the time since this process first saw it pending (Orka's listing
+//!   carries no creation time). An unknown Orka status reads as `Pending`; `Running`
+//!   without an SSH endpoint reads as `Pending` until the deploy deadline, then `Failed`.
+//! * The probe runs only for a `Running` VM whose runner GitHub knows; otherwise it is
+//!   `NotProbed` (rows 1–5 do not need it), so a VM without a registration is never
+//!   SSH'd into.
+//! * "N strikes" counts consecutive *acting* passes with a failed probe (dry runs do not
+//!   count); a conclusive probe clears it.
+//! * Not in the table because never examined: VMs another scale set owns (exact name
+//!   match) and VMs the fleet tracks (provisioning, online or being cleaned up).
+//! * Delete and clean up go through the fleet: deregister first (clean up waits for the
+//!   runner to leave by itself), then delete; `JobStillRunning` keeps the VM and hands
+//!   the runner to the fleet as busy.
 
 use std::time::Duration;
 
