@@ -217,9 +217,17 @@ impl Fleet {
         result
     }
 
-    /// New statistics (from the session or an empty poll): plan and act.
+    /// New statistics (from a new session or an empty poll): plan and act.
+    ///
+    /// Within a run of messages, statistics of a message older than the newest one seen
+    /// are ignored (a redelivery must not roll them back); these statistics restart that
+    /// order, because a new session's queue may number its messages afresh.
     pub async fn on_statistics(&self, statistics: Statistics) {
-        self.shared.lock().statistics = statistics;
+        {
+            let mut st = self.shared.lock();
+            st.statistics = statistics;
+            st.last_message_id = 0;
+        }
         self.shared.plan_and_act();
     }
 

@@ -369,3 +369,17 @@ async fn offered_jobs_are_acquired_within_capacity_and_only_once() {
     lab.settle().await;
     assert_eq!(lab.names().len(), 1, "the rest of the message was still handled");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_session_restarts_message_order() {
+    let lab = Lab::new(config());
+    lab.deliver(&msg(100_000_005, stats(0, 0), vec![])).await;
+    lab.deliver(&msg(100_000_004, stats(3, 0), vec![])).await;
+    assert_eq!(lab.fleet.statistics(), stats(0, 0), "an older redelivery does not roll statistics back");
+    // A new session: its statistics, then its own (lower) message ids.
+    lab.fleet.on_statistics(stats(1, 0)).await;
+    lab.deliver(&msg(12, stats(2, 0), vec![])).await;
+    assert_eq!(lab.fleet.statistics(), stats(2, 0));
+    lab.settle().await;
+    assert_eq!(lab.names().len(), 2);
+}
