@@ -341,6 +341,8 @@ pub enum JobState {
     Queued,
     /// Offered to a scale set (acquire flavour).
     Available,
+    /// Acquired by the scale set, about to be assigned (acquire flavour).
+    Acquired,
     /// Assigned to a scale set, waiting for a runner.
     Assigned,
     /// A runner runs it.

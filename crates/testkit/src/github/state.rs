@@ -269,7 +269,9 @@ impl State {
         self.sessions.retain(|_, s| s.scale_set_id != id);
         let now = Instant::now();
         for job in self.jobs.values_mut() {
-            if job.scale_set_id == Some(id) && matches!(job.state, JobState::Available | JobState::Assigned) {
+            if job.scale_set_id == Some(id)
+                && matches!(job.state, JobState::Available | JobState::Acquired | JobState::Assigned)
+            {
                 job.state = JobState::Queued;
                 job.scale_set_id = None;
                 job.state_since = now;
@@ -332,6 +334,7 @@ impl State {
         for j in self.jobs.values().filter(|j| j.scale_set_id == Some(ss_id)) {
             match j.state {
                 JobState::Available => s.total_available_jobs += 1,
+                JobState::Acquired => s.total_acquired_jobs += 1,
                 JobState::Assigned => s.total_assigned_jobs += 1,
                 JobState::Running => {
                     s.total_assigned_jobs += 1;
@@ -395,8 +398,17 @@ impl State {
         wanted.iter().all(|w| ss.labels.iter().any(|l| l.eq_ignore_ascii_case(w)))
     }
 
-    /// Offers / assigns queued jobs to scale sets with room.
+    /// Offers / assigns queued jobs to scale sets with room; assigns acquired jobs.
     pub(crate) fn schedule(&mut self) {
+        let acquired: Vec<(JobId, i64)> = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Acquired)
+            .filter_map(|j| j.scale_set_id.map(|ss| (j.id, ss)))
+            .collect();
+        for (id, ss) in acquired {
+            self.assign(id, ss);
+        }
         let queued: Vec<JobId> =
             self.jobs.values().filter(|j| j.state == JobState::Queued).map(|j| j.id).collect();
         for id in queued {
@@ -407,7 +419,13 @@ impl State {
                     .values()
                     .filter(|j| {
                         j.scale_set_id == Some(ss.id)
-                            && matches!(j.state, JobState::Available | JobState::Assigned | JobState::Running)
+                            && matches!(
+                                j.state,
+                                JobState::Available
+                                    | JobState::Acquired
+                                    | JobState::Assigned
+                                    | JobState::Running
+                            )
                     })
                     .count() as u32;
                 ss.max_capacity.is_none_or(|cap| used < cap)
@@ -466,7 +484,9 @@ impl State {
                 job.scale_set_id = None;
                 continue;
             }
-            self.assign(id, ss_id);
+            let job = self.jobs.get_mut(&id).expect("job");
+            job.state = JobState::Acquired;
+            job.state_since = Instant::now();
             acquired.push(*rid);
         }
         if elsewhere {
@@ -556,7 +576,7 @@ impl State {
                 job.state = JobState::Completed;
                 job.result = Some("canceled".into());
             }
-            JobState::Available | JobState::Assigned | JobState::Running => {
+            JobState::Available | JobState::Acquired | JobState::Assigned | JobState::Running => {
                 self.finish(id, "canceled", RunnerStatus::Removed);
             }
             JobState::Completed | JobState::Elsewhere => return false,

@@ -219,3 +219,26 @@ async fn rest_is_served_with_and_without_api_v3_and_bad_credentials_are_refused(
             .await;
     assert_eq!(s, 401, "Actions calls need the admin token");
 }
+
+#[test]
+fn acquire_flavour_moves_available_to_acquired_to_assigned_with_statistics() {
+    let mut st = state::State::new(
+        FakeGitHubConfig { flavour: Flavour::Acquire, ..Default::default() },
+        "http://127.0.0.1:1".into(),
+    );
+    let ss = st.create_scale_set("mac", 1, vec![], true).unwrap();
+    let job = st.enqueue(JobSpec::new(["mac"]));
+    let rid = st.snapshot().job(job).unwrap().request_id;
+    assert!(rid > 0);
+    assert_eq!(st.statistics(ss).total_available_jobs, 1);
+    assert_eq!(st.acquire(ss, &[rid, 424242]), vec![rid], "unknown ids are not acquired");
+    let s = st.statistics(ss);
+    assert_eq!((s.total_available_jobs, s.total_acquired_jobs, s.total_assigned_jobs), (0, 1, 0));
+    st.schedule();
+    let s = st.statistics(ss);
+    assert_eq!((s.total_acquired_jobs, s.total_assigned_jobs), (0, 1));
+    let (_, events) = st.next_message(ss, 0).unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["messageType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["JobAvailable", "JobAssigned"]);
+    assert_eq!(events[1]["runnerRequestId"], rid);
+}
