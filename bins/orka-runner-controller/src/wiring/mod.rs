@@ -4,6 +4,7 @@
 //!
 //! Owns construction and adaptation only; every decision lives in a library crate.
 
+mod metered;
 mod observer;
 mod oneshot;
 mod runtime;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use github_scaleset::{Auth, GitHubClient, GitHubConfig, MessageQueue, MessageSession};
+use github_scaleset::{Auth, GitHubClient, GitHubConfig, MessageQueue, MessageSession, ScaleSetApi};
 use orka_client::{NodeIpMap, OrkaClient, OrkaConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::runner_version;
 use crate::service::{self, Phase, QueueOpener, ScaleSetSpec, ServiceDeps, ServiceTimings};
 
+use metered::{MeteredGitHub, MeteredQueue, MeteredVms};
 pub use oneshot::{check_connectivity, reconcile_once};
 use runtime::{ClientSet, FleetBuilder};
 
@@ -91,14 +93,19 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
     tracing::info!(runner_version = %version, "runner version");
     let owner = owner_name();
     let mut tasks = tokio::task::JoinSet::new();
+    let github: Arc<dyn ScaleSetApi> =
+        Arc::new(MeteredGitHub { inner: clients.github.clone(), metrics: telemetry.metrics.clone() });
     for scale_set in config.scale_sets.clone() {
         let deps = ServiceDeps {
-            api: clients.github.clone(),
-            queues: Arc::new(Queues(clients.github.clone())),
+            api: github.clone(),
+            queues: Arc::new(Queues { client: clients.github.clone(), metrics: telemetry.metrics.clone() }),
             fleets: Arc::new(FleetBuilder::new(
                 ClientSet {
-                    vms: clients.orka_for(&scale_set),
-                    github: clients.github.clone(),
+                    vms: Arc::new(MeteredVms {
+                        inner: clients.orka_for(&scale_set),
+                        metrics: telemetry.metrics.clone(),
+                    }),
+                    github: github.clone(),
                     shell: clients.shell.clone(),
                 },
                 config.clone(),
@@ -179,10 +186,14 @@ fn owner_name() -> String {
         .unwrap_or_else(|| format!("orka-runner-controller-{}", std::process::id()))
 }
 
-struct Queues(Arc<GitHubClient>);
+/// Opens metered queues on the GitHub client.
+struct Queues {
+    client: Arc<GitHubClient>,
+    metrics: Arc<Metrics>,
+}
 
 impl QueueOpener for Queues {
     fn open(&self, session: MessageSession) -> Arc<dyn MessageQueue> {
-        self.0.queue(session)
+        Arc::new(MeteredQueue { inner: self.client.queue(session), metrics: self.metrics.clone() })
     }
 }

@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use github_scaleset::{GitHubClient, MessageQueue, ScaleSetApi, ScaleSetMessage, Statistics};
-use orka_client::{OrkaClient, VmBackend};
+use github_scaleset::{MessageQueue, ScaleSetApi, ScaleSetMessage, Statistics};
+use orka_client::VmBackend;
 use provisioner::{
     Fleet, FleetConfig, FleetDeps, FleetObserver, RunnerInstallConfig, RunnerPhase, RunnerStage,
     ScalingConfig,
 };
 use reconciler::{Mode, ReconcilePolicy, Reconciler, ReconcilerConfig, ReconcilerDeps};
 use tokio::time::Instant;
-use vm_probe::{Ssh2Shell, VmShell};
+use vm_probe::VmShell;
 
 use crate::config::{Config, ScaleSetSettings};
 use crate::metrics::Metrics;
@@ -24,9 +24,9 @@ use super::observer::MetricsObserver;
 /// The clients one scale set uses.
 #[derive(Clone)]
 pub(super) struct ClientSet {
-    pub(super) vms: Arc<OrkaClient>,
-    pub(super) github: Arc<GitHubClient>,
-    pub(super) shell: Arc<Ssh2Shell>,
+    pub(super) vms: Arc<dyn VmBackend>,
+    pub(super) github: Arc<dyn ScaleSetApi>,
+    pub(super) shell: Arc<dyn VmShell>,
 }
 
 /// Builds (and keeps) the fleet and reconciler of one scale set.
@@ -94,9 +94,9 @@ pub(super) fn build_runtime(
     runner_version: &str,
     metrics: Option<Arc<Metrics>>,
 ) -> FleetRuntime {
-    let vms: Arc<dyn VmBackend> = clients.vms.clone();
-    let github: Arc<dyn ScaleSetApi> = clients.github.clone();
-    let shell: Arc<dyn VmShell> = clients.shell.clone();
+    let vms = clients.vms.clone();
+    let github = clients.github.clone();
+    let shell = clients.shell.clone();
     let fleet_config = fleet_config(config, scale_set, scale_set_id, runner_version);
     let observer = metrics.clone().map(|metrics| {
         Arc::new(MetricsObserver::new(metrics, scale_set.name.clone())) as Arc<dyn FleetObserver>
