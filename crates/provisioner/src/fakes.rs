@@ -335,6 +335,8 @@ pub struct FakeShell {
     pub fail_install_connect: Mutex<u32>,
     /// Fail the next N installs after the script ran (not retryable).
     pub fail_install_remote: Mutex<u32>,
+    /// Installs start run.sh at once but return only after this long (a slow SSH session).
+    pub install_delay: Mutex<Duration>,
 }
 
 impl FakeShell {
@@ -463,6 +465,10 @@ impl VmShell for FakeShell {
             });
         }
         self.set_running(&target.host);
+        let delay = *lock(&self.install_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(())
     }
 

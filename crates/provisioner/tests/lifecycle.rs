@@ -383,3 +383,46 @@ async fn a_new_session_restarts_message_order() {
     lab.settle().await;
     assert_eq!(lab.names().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_sh_may_take_a_job_before_the_install_call_returns() {
+    let lab = Lab::new(config());
+    *lab.shell.install_delay.lock().unwrap() = Duration::from_secs(25);
+    lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let name = lab.only_runner();
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Installing));
+    lab.deliver(&msg(2, stats(1, 1), vec![started("j1", &name)])).await;
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Busy));
+    lab.settle().await;
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Busy), "the late install answer does not demote it");
+    assert_eq!(lab.fleet.counters().provisions_succeeded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_ends_before_the_install_call_returns_is_cleaned_up() {
+    let lab = Lab::new(config());
+    *lab.shell.install_delay.lock().unwrap() = Duration::from_secs(25);
+    lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let name = lab.only_runner();
+    lab.github.finish_job(&name);
+    lab.deliver(&msg(2, stats(0, 0), vec![started("j1", &name), completed("j1", &name, "succeeded")])).await;
+    lab.settle().await;
+    lab.assert_clean();
+    assert_eq!(lab.fleet.counters().retired.get(&RetireReason::JobCompleted), Some(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_install_call_that_times_out_after_run_sh_took_a_job_keeps_the_busy_runner() {
+    let lab = Lab::new(config());
+    *lab.shell.install_delay.lock().unwrap() = Duration::from_secs(600); // beyond the 30 s deadline
+    lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let name = lab.only_runner();
+    lab.deliver(&msg(2, stats(1, 1), vec![started("j1", &name)])).await;
+    lab.settle().await;
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Busy), "a running job is never cut short");
+    assert!(lab.orka.exists(&name) && lab.github.is_registered(&name));
+    assert_eq!(lab.fleet.counters().failures.len(), 1, "the install failure is still counted");
+}
