@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use backon::Retryable;
+use github_scaleset::ScaleSetError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StepPolicy;
@@ -48,6 +49,15 @@ where
         .when(|failure| match failure {
             Failure::Error(cause) => retryable(cause),
             Failure::TimedOut => retry_timeouts,
+        })
+        // Honour a server's Retry-After when it asks for longer than the backoff.
+        .adjust(|failure, next| {
+            let asked = match failure {
+                Failure::Error(Cause::Orka(e)) => e.retry_after(),
+                Failure::Error(Cause::GitHub(ScaleSetError::RateLimited { retry_after })) => *retry_after,
+                _ => None,
+            };
+            next.map(|next| asked.map_or(next, |asked| next.max(asked)))
         })
         .notify(|failure, after| {
             if let Failure::Error(cause) = failure {

@@ -305,3 +305,28 @@ async fn mocks_an_install_timeout_is_not_retried() {
     settle(&fleet).await;
     assert!(fleet.runners().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn mocks_retry_after_is_honoured() {
+    let mut vms = MockVmBackend::new();
+    let mut github = MockScaleSetApi::new();
+    let mut shell = MockVmShell::new();
+    let mut first = true;
+    vms.expect_deploy_vm().times(2).returning(move |req| {
+        if std::mem::take(&mut first) {
+            Err(OrkaError::RateLimited { retry_after: Some(Duration::from_secs(90)) })
+        } else {
+            Ok(vm(&req.name.to_string()))
+        }
+    });
+    github.expect_generate_jit_config().times(1).returning(|_, name| Ok(jit(name)));
+    shell.expect_wait_ready().times(1).returning(|_| Ok(()));
+    shell.expect_install_and_start_runner().times(1).returning(|_, _| Ok(()));
+    let fleet = fleet(vms, github, shell);
+    let queue = provisioner::fakes::FakeQueue::new();
+    let started = tokio::time::Instant::now();
+    fleet.handle_message(&msg(1, stats(1, 0), vec![assigned("j")]), &queue).await.unwrap();
+    settle(&fleet).await;
+    assert!(started.elapsed() >= Duration::from_secs(90), "{:?}", started.elapsed());
+    assert_eq!(fleet.runners()[0].stage, RunnerStage::Idle);
+}
