@@ -124,6 +124,9 @@ pub struct FakeGitHubConfig {
     pub job_still_running_status: u16,
     /// Period of timed transitions (job completion, leases, expiry).
     pub tick: Duration,
+    /// Reject Actions calls without `api-version=6.0-preview`, and polls without the
+    /// `Accept` / `X-ScaleSetMaxCapacity` headers (400), as a check on clients.
+    pub strict_headers: bool,
 }
 
 impl Default for FakeGitHubConfig {
@@ -147,6 +150,7 @@ impl Default for FakeGitHubConfig {
             max_batch: 50,
             job_still_running_status: 400,
             tick: Duration::from_millis(50),
+            strict_headers: true,
         }
     }
 }

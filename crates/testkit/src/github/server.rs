@@ -406,6 +406,14 @@ async fn dispatch(
     if needs_admin && let Err(r) = check_admin(shared, st, headers) {
         return r;
     }
+    let is_actions = needs_admin || matches!(op, Op::AcquireJobs(_));
+    if is_actions && st.cfg.strict_headers && query.get("api-version").is_none_or(|v| v != "6.0-preview") {
+        return Reply::service(ServiceError::new(
+            400,
+            "GitHub.Services.WebApi.VssVersionNotSpecifiedException",
+            "The API version for this request is required (api-version=6.0-preview).",
+        ));
+    }
     let wall = st.wall();
     match op {
         Op::AccessToken(inst) => {
@@ -728,6 +736,19 @@ async fn long_poll(
         .and_then(|v| v.trim().parse().ok());
     let (sid, hold) = {
         let mut st = shared.state.lock().expect("state");
+        if st.cfg.strict_headers {
+            let accept_ok = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/json") && v.contains("api-version=6.0-preview"));
+            if !accept_ok || capacity.is_none() {
+                return Reply::service(ServiceError::new(
+                    400,
+                    "System.ArgumentException",
+                    "get-message needs Accept: application/json; api-version=6.0-preview and X-ScaleSetMaxCapacity",
+                ));
+            }
+        }
         let Some(sid) = check_queue(shared, &st, headers, ss, true) else { return Reply::unauthorized() };
         if let Some(s) = st.sessions.get_mut(&sid) {
             s.active_polls += 1;

@@ -35,8 +35,8 @@ async fn http(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// Registers a runner the way the client would (bootstrap → admin token → generatejitconfig).
-async fn register_runner(fake: &FakeGitHub, ss: i64, name: &str) -> FakeJitConfig {
+/// The REST bootstrap by hand: (tenant path, admin token).
+async fn admin(fake: &FakeGitHub) -> (String, String) {
     let (s, reg) =
         http(fake, "POST", "/api/v3/orgs/o/actions/runners/registration-token", Some(&fake.pat()), None)
             .await;
@@ -53,7 +53,12 @@ async fn register_runner(fake: &FakeGitHub, ss: i64, name: &str) -> FakeJitConfi
     stream.read_to_string(&mut raw).await.unwrap();
     let tenant: Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
     let base = tenant["url"].as_str().unwrap().trim_start_matches(&fake.url()).to_owned();
-    let admin = tenant["token"].as_str().unwrap().to_owned();
+    (base, tenant["token"].as_str().unwrap().to_owned())
+}
+
+/// Registers a runner the way the client would (bootstrap → admin token → generatejitconfig).
+async fn register_runner(fake: &FakeGitHub, ss: i64, name: &str) -> FakeJitConfig {
+    let (base, admin) = admin(fake).await;
     let (s, jit) = http(
         fake,
         "POST",
@@ -241,4 +246,16 @@ fn acquire_flavour_moves_available_to_acquired_to_assigned_with_statistics() {
     let types: Vec<&str> = events.iter().map(|e| e["messageType"].as_str().unwrap()).collect();
     assert_eq!(types, ["JobAvailable", "JobAssigned"]);
     assert_eq!(events[1]["runnerRequestId"], rid);
+}
+
+#[tokio::test]
+async fn strict_headers_reject_actions_calls_without_the_api_version() {
+    let fake = FakeGitHub::start(FakeGitHubConfig::default()).await.unwrap();
+    let (base, token) = admin(&fake).await;
+    let path = format!("{base}_apis/runtime/runnergroups/?groupName=default");
+    let (s, v) = http(&fake, "GET", &path, Some(&token), None).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["typeName"].as_str().unwrap().contains("VssVersionNotSpecifiedException"));
+    let (s, v) = http(&fake, "GET", &format!("{path}&api-version=6.0-preview"), Some(&token), None).await;
+    assert_eq!((s, v["count"].as_i64()), (200, Some(1)));
 }
