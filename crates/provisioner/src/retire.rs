@@ -28,6 +28,13 @@ impl Shared {
         else {
             return;
         };
+        if !stage.is_retiring() {
+            // Defensive: only a retiring runner's VM may ever be deleted.
+            if let Some(entry) = self.lock().runners.get_mut(name) {
+                entry.retiring = false;
+            }
+            return;
+        }
         if matches!(stage, RunnerStage::Finishing | RunnerStage::Deregistering) {
             let outcome = if maybe_registered {
                 self.deregister(name, runner_id, stage == RunnerStage::Finishing).await
