@@ -52,6 +52,7 @@ pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
         eprintln!("{e:#}");
         return ExitCode::from(EXIT_RUNTIME);
     }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), command = ?command, "orka-runner-controller starting");
     if let Some(config) = &config {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
