@@ -374,3 +374,18 @@ async fn large_interleaved_output_is_returned_whole_and_a_hung_command_hits_its_
     let err = shell.run_script(&target, "sleep 30").await.unwrap_err();
     assert!(matches!(err, ShellError::Timeout { step: SshStep::Io, .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn commands_see_the_vm_environment_and_home() {
+    let config = FakeVmConfig {
+        env: vec![("FAKE_RUNNER_POLL_INTERVAL".into(), "0.05".into())],
+        ..FakeVmConfig::default()
+    };
+    let (vm, _dir, target) = boot_with(config).await;
+    let out = password_shell("admin")
+        .run_script(&target, "echo $FAKE_RUNNER_POLL_INTERVAL; echo $HOME")
+        .await
+        .unwrap();
+    let home = vm.host_path("/Users/admin");
+    assert_eq!(out.stdout, format!("0.05\n{}\n", home.display()));
+}

@@ -53,6 +53,9 @@ pub struct FakeVmConfig {
     pub authorized_keys: Vec<PublicKey>,
     /// Endpoint behaviour.
     pub behaviour: VmBehaviour,
+    /// Extra environment of every command run in the VM (e.g. `FAKE_RUNNER_POLL_INTERVAL`
+    /// to slow the fake runner's polling down in benchmarks with hundreds of runners).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for FakeVmConfig {
@@ -62,6 +65,7 @@ impl Default for FakeVmConfig {
             password: "admin".into(),
             authorized_keys: Vec::new(),
             behaviour: VmBehaviour::Normal,
+            env: Vec::new(),
         }
     }
 }
@@ -113,6 +117,7 @@ impl FakeVm {
                     authorized_keys: config.authorized_keys,
                     reject_auth: behaviour == VmBehaviour::AuthRejected,
                     drop_on_exec: behaviour == VmBehaviour::DropMidSession,
+                    env: config.env,
                     marker: uuid::Uuid::new_v4().to_string(),
                     process_groups: Mutex::new(Vec::new()),
                 });

@@ -27,6 +27,7 @@ pub(crate) struct VmContext {
     pub authorized_keys: Vec<PublicKey>,
     pub reject_auth: bool,
     pub drop_on_exec: bool,
+    pub env: Vec<(String, String)>,
     pub marker: String,
     pub process_groups: Mutex<Vec<u32>>,
 }
@@ -105,6 +106,7 @@ impl russh::server::Handler for Connection {
             .env("LOGNAME", &self.vm.username)
             .env("SHELL", "/bin/sh")
             .env("TMPDIR", self.vm.root.join("tmp"))
+            .envs(self.vm.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(MARKER_VAR, &self.vm.marker)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
