@@ -21,7 +21,7 @@
 //!   catches a `JobCompleted` consumed by a process that died: the run sentinel).
 //! * **Adopted runners** enter the same state machine as `Idle` or `Busy`.
 //!
-//! With the `fakes` feature, [`fakes`] offers stateful in-memory implementations of the
+//! With the `fakes` feature, the `fakes` module offers stateful in-memory implementations of the
 //! three seams (used by this crate's and the reconciler's tests and benchmarks).
 //!
 //! What it does not know: HTTP, JSON or SSH details (I/O only through the three traits),
