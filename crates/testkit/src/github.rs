@@ -11,7 +11,7 @@
 //!
 //! `POST /_fake/runner/poll`, `POST /_fake/jobs`, `POST /_fake/jobs/{id}/cancel`,
 //! `POST /_fake/jobs/{id}/finish`, `GET /_fake/state`, `POST|DELETE /_fake/faults`,
-//! `POST /_fake/scalesets` — bodies are the serde forms of [`JobSpec`], [`Fault`],
+//! `POST /_fake/scalesets`, `POST /_fake/clock` — bodies are the serde forms of [`JobSpec`], [`Fault`],
 //! [`FakeState`].
 //!
 //! # URLs the fake serves

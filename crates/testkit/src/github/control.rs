@@ -9,6 +9,7 @@
 //! - `GET /_fake/state` → [`FakeState`](super::FakeState) JSON
 //! - `POST /_fake/faults` ([`Fault`] JSON) → 204; `DELETE /_fake/faults` → 204
 //! - `POST /_fake/scalesets` (`{"name":…,"labels":[…]}`) → `{"id":N}`
+//! - `POST /_fake/clock` (`{"advance_ms":N}`) → 204: moves the token clock forward
 //!
 //! Owns: parsing those requests. Does not own: what they do (the handle methods).
 
@@ -84,6 +85,14 @@ pub(crate) async fn handle(
         },
         (Method::DELETE, ["faults"]) => {
             shared.state.lock().expect("state").faults.clear();
+            Reply::empty(204)
+        }
+        (Method::POST, ["clock"]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            let Some(ms) = v.get("advance_ms").and_then(Value::as_u64) else {
+                return bad("advance_ms is required".into());
+            };
+            shared.state.lock().expect("state").clock_offset += std::time::Duration::from_millis(ms);
             Reply::empty(204)
         }
         (Method::POST, ["scalesets"]) => {

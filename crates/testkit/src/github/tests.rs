@@ -118,6 +118,16 @@ async fn control_api_over_http_enqueues_cancels_finishes_and_reports_state() {
     assert_eq!(http(&fake, "POST", "/_fake/faults", None, Some(fault)).await.0, 204);
     assert_eq!(http(&fake, "DELETE", "/_fake/faults", None, None).await.0, 204);
     assert_eq!(http(&fake, "POST", "/_fake/faults", None, Some(json!({"kind": "nope"}))).await.0, 400);
+
+    // Advancing the token clock past the admin token's exp makes it invalid.
+    let (base, token) = admin(&fake).await;
+    let groups = format!("{base}_apis/runtime/runnergroups/?api-version=6.0-preview");
+    assert_eq!(http(&fake, "GET", &groups, Some(&token), None).await.0, 200);
+    assert_eq!(
+        http(&fake, "POST", "/_fake/clock", None, Some(json!({"advance_ms": 7_200_000}))).await.0,
+        204
+    );
+    assert_eq!(http(&fake, "GET", &groups, Some(&token), None).await.0, 401);
 }
 
 #[tokio::test]
