@@ -280,6 +280,9 @@ impl FakeGitHub {
     }
 
     /// Creates a scale set server-side (as if another tool registered it); returns its id.
+    ///
+    /// # Panics
+    /// If a scale set of that name already exists in the default group.
     pub fn create_scale_set(&self, name: &str, labels: &[&str]) -> i64 {
         let id = self
             .lock()
