@@ -219,6 +219,17 @@ fn logging(b: &mut Builder) -> LoggingSettings {
 
 /// The scope of a config URL, by github-scaleset's own parser (so the client accepts
 /// exactly what the configuration accepts).
+/// A readable PEM file holding at least one certificate.
+fn ca_bundle(raw: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(raw.trim());
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    if text.contains("-----BEGIN CERTIFICATE-----") {
+        Ok(path)
+    } else {
+        Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into())
+    }
+}
+
 fn github_scope(raw: &str) -> Result<GitHubScope, String> {
     use github_scaleset::config::{ConfigUrl, Scope};
     let parsed = ConfigUrl::parse(raw, false).map_err(|e| match e {
@@ -248,6 +259,7 @@ fn github(b: &mut Builder) -> Option<GitHubSettings> {
         DEFAULT_RUNNER_DOWNLOAD_URL.to_owned(),
         values::parse_download_template,
     );
+    let ca_bundle = b.optional("GITHUB_CA_BUNDLE", ca_bundle);
     let manage_scale_sets = b.boolean("MANAGE_RUNNER_SCALE_SETS", false);
     let session_conflict_recreate_scale_set = b.boolean("SESSION_CONFLICT_RECREATE_SCALE_SET", false);
     let (url, scope) = parsed?;
@@ -258,6 +270,7 @@ fn github(b: &mut Builder) -> Option<GitHubSettings> {
         release_lookup_token,
         runner_version,
         runner_download_url,
+        ca_bundle,
         manage_scale_sets,
         session_conflict_recreate_scale_set,
     })
@@ -391,6 +404,7 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
         (false, false) => None,
     };
     let deploy_timeout = b.duration("ORKA_DEPLOY_TIMEOUT", Duration::from_secs(600), true);
+    let ca_bundle = b.optional("ORKA_CA_BUNDLE", ca_bundle);
     Some(OrkaSettings {
         url: url?,
         token: token?,
@@ -399,6 +413,7 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
         vm_ssh_key_path,
         node_ip_mapping,
         deploy_timeout,
+        ca_bundle,
     })
 }
 

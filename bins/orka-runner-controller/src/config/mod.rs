@@ -115,6 +115,8 @@ pub struct GitHubSettings {
     pub runner_version: RunnerVersion,
     /// `GITHUB_RUNNER_DOWNLOAD_URL` template with `{version}` and `{arch}`.
     pub runner_download_url: String,
+    /// `GITHUB_CA_BUNDLE`: extra CA certificates (PEM file) trusted for GitHub.
+    pub ca_bundle: Option<PathBuf>,
     /// `MANAGE_RUNNER_SCALE_SETS`: recreate the scale set at start, delete it on exit.
     pub manage_scale_sets: bool,
     /// `SESSION_CONFLICT_RECREATE_SCALE_SET`: escape a 409 by recreating the scale set.
@@ -145,6 +147,8 @@ pub struct OrkaSettings {
     pub node_ip_mapping: Option<orka_client::NodeIpMap>,
     /// `ORKA_DEPLOY_TIMEOUT`.
     pub deploy_timeout: Duration,
+    /// `ORKA_CA_BUNDLE`: extra CA certificates (PEM file) trusted for the Orka API.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// One scale set.

@@ -65,6 +65,11 @@ pub const SETTINGS: &[Setting] = &[
         DEFAULT_RUNNER_DOWNLOAD_URL,
         "Runner tarball URL template with {version} and {arch} (x64 or arm64)",
     ),
+    new(
+        "GITHUB_CA_BUNDLE",
+        "unset",
+        "PEM file of extra CA certificates trusted for GitHub (GHES with a private CA)",
+    ),
     ignored("GITHUB_API_URL", "Ignored: the API URL is derived from GITHUB_URL"),
     // Orka.
     go("ORKA_URL", "required", "Orka API base URL"),
@@ -81,6 +86,7 @@ pub const SETTINGS: &[Setting] = &[
     go("ORKA_VM_METADATA", "unset", "Custom VM metadata, key=value[,key=value]"),
     go("ORKA_ENABLE_NODE_IP_MAPPING", "false", "Translate node IPs to public IPs for SSH"),
     go("ORKA_NODE_IP_MAPPING", "unset", "JSON object {\"<node ip>\":\"<public address>\"}"),
+    new("ORKA_CA_BUNDLE", "unset", "PEM file of extra CA certificates trusted for an https ORKA_URL"),
     new("ORKA_DEPLOY_TIMEOUT", "10m", "How long one VM deploy may take before it is abandoned and deleted"),
     ignored("ORKA_EMULATOR_CONFIGS", "Ignored: Android emulator pairing is not supported"),
     ignored("ORKA_EMULATOR_DEPLOY_TIMEOUT", "Ignored: Android emulator pairing is not supported"),

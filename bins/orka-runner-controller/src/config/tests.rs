@@ -544,3 +544,24 @@ fn vm_user_names_cannot_break_the_runner_path() {
         assert_eq!(err.settings(), vec!["ORKA_VM_USERNAME"], "{bad}");
     }
 }
+
+#[test]
+fn ca_bundles_must_hold_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let bad = write(dir.path(), "not-ca.pem", "hello");
+    let config = load_env(with(
+        minimal(),
+        &[("GITHUB_CA_BUNDLE", good.to_str().unwrap()), ("ORKA_CA_BUNDLE", good.to_str().unwrap())],
+    ))
+    .unwrap();
+    assert_eq!(config.github.ca_bundle.as_deref(), Some(good.as_path()));
+    assert_eq!(config.orka.ca_bundle.as_deref(), Some(good.as_path()));
+    assert!(load_env(minimal()).unwrap().orka.ca_bundle.is_none());
+    let err = load_env(with(
+        minimal(),
+        &[("GITHUB_CA_BUNDLE", bad.to_str().unwrap()), ("ORKA_CA_BUNDLE", "/nonexistent/ca.pem")],
+    ))
+    .unwrap_err();
+    assert_eq!(err.settings(), vec!["GITHUB_CA_BUNDLE", "ORKA_CA_BUNDLE"], "{err}");
+}
