@@ -48,6 +48,10 @@ pub struct OrkaConfig {
     pub metadata: BTreeMap<String, String>,
     /// Backoff of `delete_vm` on 5xx, 429 and transport errors.
     pub delete_retry: RetryPolicy,
+    /// After cleaning up a deploy whose POST may still be in flight at Orka (client
+    /// timeout, broken connection, caller gave up), look again after this delay and delete
+    /// the VM if it appeared after all.
+    pub cleanup_recheck: Duration,
 }
 
 impl OrkaConfig {
@@ -68,6 +72,7 @@ impl OrkaConfig {
             node_ip_mapping: None,
             metadata: BTreeMap::new(),
             delete_retry: RetryPolicy::default(),
+            cleanup_recheck: Duration::from_secs(5),
         }
     }
 }

@@ -7,7 +7,9 @@
 //!   server normally gives up first and says why.
 //! - 409 (name taken by someone else) regenerates the suffix once and never deletes the
 //!   other VM. Any other failure — error status, unusable body, `Failed`, deadline, an
-//!   unmapped node IP, or the caller dropping the future — deletes the VM by name.
+//!   unmapped node IP, or the caller dropping the future — deletes the VM by name. When
+//!   the POST got no answer (timeout, broken connection, abandoned), Orka may still create
+//!   the VM after that DELETE, so the name is checked again `cleanup_recheck` later.
 //! - Retrying across attempts is the caller's job; errors say whether it may help.
 
 use std::collections::BTreeMap;
@@ -80,6 +82,10 @@ impl OrkaClient {
                             error = &cleanup as &dyn std::error::Error,
                             "could not delete the VM of a failed deploy; reconciliation will retry"
                         );
+                    }
+                    // Without an answer to the POST, Orka may create the VM after our DELETE.
+                    if matches!(e, OrkaError::DeployTimedOut { .. } | OrkaError::Transport { .. }) {
+                        self.spawn_recheck(text.clone());
                     }
                     guard.disarm();
                     return Err(e);
@@ -184,7 +190,33 @@ impl Drop for CleanupGuard {
             if let Err(e) = client.delete_with_retry(&name).await {
                 tracing::error!(vm = %name, error = &e as &dyn std::error::Error, "background delete failed");
             }
+            client.recheck(&name).await;
         });
+    }
+}
+
+impl OrkaClient {
+    fn spawn_recheck(&self, name: String) {
+        let client = self.clone();
+        tokio::spawn(async move { client.recheck(&name).await });
+    }
+
+    /// Deletes `name` if it shows up after `cleanup_recheck` (its POST was still in flight
+    /// at Orka when we deleted it).
+    async fn recheck(&self, name: &str) {
+        tokio::time::sleep(self.inner.config.cleanup_recheck).await;
+        match self.get_wire_vm(name).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                tracing::warn!(vm = name, "VM of a failed deploy appeared after its cleanup; deleting it");
+                if let Err(e) = self.delete_with_retry(name).await {
+                    tracing::error!(vm = name, error = &e as &dyn std::error::Error, "late cleanup failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(vm = name, error = &e as &dyn std::error::Error, "cleanup re-check failed")
+            }
+        }
     }
 }
 

@@ -26,7 +26,8 @@ pub fn client_config(fake: &FakeOrka) -> OrkaConfig {
     config.deploy_margin = Duration::from_millis(500);
     config.poll_interval = Duration::from_millis(20);
     config.request_timeout = Duration::from_secs(10);
-    config.ping_timeout = Duration::from_millis(500);
+    config.ping_timeout = Duration::from_secs(2);
+    config.cleanup_recheck = Duration::from_millis(300);
     config.delete_retry = RetryPolicy {
         min_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),

@@ -39,7 +39,7 @@ async fn slow_deploy_beyond_the_server_timeout_is_reported_by_the_server_and_del
 #[tokio::test]
 async fn slow_deploy_within_the_deadline_succeeds() {
     let (fake, client) = start(fake_config()).await;
-    fake.inject(Fault::SlowDeploy { delay_ms: 300 });
+    fake.inject(Fault::SlowDeploy { delay_ms: 2_000 });
     let request = request();
     let deploy = tokio::spawn({
         let client = client.clone();
@@ -96,7 +96,8 @@ async fn capacity_exhausted_by_real_usage_in_reject_mode() {
 
 #[tokio::test]
 async fn capacity_exhausted_slow_pending_vm_is_deleted() {
-    let (fake, client) = start(fake_config().minute(Duration::from_millis(100))).await;
+    // One server minute = 500 ms: long enough to observe the Pending VM.
+    let (fake, client) = start(fake_config().minute(Duration::from_millis(500))).await;
     fake.inject(Fault::CapacityExhaustedSlow);
     let request = request();
     let name = request.name.to_string();
@@ -234,11 +235,15 @@ async fn rate_limited_429_surfaces_retry_after_and_delete_honours_it() {
 #[tokio::test]
 async fn token_expiry_is_a_final_auth_error_and_deploys_leave_nothing() {
     let mut config = fake_config();
-    config.tokens =
-        vec![TokenSpec { value: "short-lived-token".into(), expires_after_ms: Some(300), namespaces: None }];
+    config.tokens = vec![TokenSpec {
+        value: "short-lived-token".into(),
+        expires_after_ms: Some(2_000),
+        namespaces: None,
+    }];
+    let started = tokio::time::Instant::now();
     let (fake, client) = start(config).await;
     bounded(client.check_token()).await.expect("valid at first");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep_until(started + Duration::from_millis(2_100)).await;
     let err = bounded(client.check_token()).await.unwrap_err();
     assert!(matches!(err, OrkaError::Unauthorized { .. }) && !err.is_retryable(), "{err}");
     let err = bounded(client.deploy_vm(&request())).await.unwrap_err();
@@ -276,7 +281,7 @@ async fn not_found_on_delete_is_success() {
 #[tokio::test]
 async fn unreachable_api_fails_fast_and_clearly() {
     let (mut fake, client) = start(fake_config()).await;
-    // cluster-info hangs well beyond the 500 ms ping timeout.
+    // cluster-info hangs well beyond the 2 s ping timeout.
     fake.inject(Fault::Hang { route: Route::ClusterInfo, delay_ms: 20_000 });
     let err = bounded(client.ping()).await.unwrap_err();
     assert!(matches!(err, OrkaError::Transport { .. }) && err.is_retryable(), "{err}");

@@ -3,7 +3,7 @@
 //!
 //! - `scenarios`: the test scenarios of spec §11.6.
 //! - `faults`: every fault of spec §11.4, by name.
-//! - `api`: endpoints, lenient parsing, node-IP mapping, metadata, token redaction.
+//! - `api`: endpoints, lenient parsing, node-IP mapping, metadata, cancellation.
 //! - `tls`: https with normal verification and an extra CA bundle.
 //!
 //! Every failing-deploy test asserts that no VM is left in the fake afterwards.

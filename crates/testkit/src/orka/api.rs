@@ -515,20 +515,34 @@ async fn journal_and_faults(AxumState(shared): Shr, request: Request, next: Next
             r
         }
         other => {
-            if let Some(Fault::Hang { delay_ms, .. }) = other {
-                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            }
-            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-            let malformed = match route {
-                Some(r) if response.status().is_success() => {
-                    fault::take(&mut shared.lock().faults, r, |f| matches!(f, Fault::MalformedSuccess { .. }))
+            // Like a Go API server, a request once received is carried out even if the
+            // client goes away (a deploy still creates its VM): run it detached.
+            let shared = Arc::clone(&shared);
+            let handled = tokio::spawn(async move {
+                if let Some(Fault::Hang { delay_ms, .. }) = other {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 }
-                _ => None,
-            };
-            match malformed {
-                Some(Fault::MalformedSuccess { shape, .. }) => corrupt(response, shape).await,
-                _ => response,
-            }
+                let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+                let malformed = match route {
+                    Some(r) if response.status().is_success() => {
+                        fault::take(&mut shared.lock().faults, r, |f| {
+                            matches!(f, Fault::MalformedSuccess { .. })
+                        })
+                    }
+                    _ => None,
+                };
+                let response = match malformed {
+                    Some(Fault::MalformedSuccess { shape, .. }) => corrupt(response, shape).await,
+                    _ => response,
+                };
+                if let Some(entry) = shared.lock().journal.get_mut(seq as usize) {
+                    entry.status = Some(response.status().as_u16());
+                }
+                response
+            });
+            return handled.await.unwrap_or_else(|_| {
+                status_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "fake Orka handler failed")
+            });
         }
     };
     if let Some(entry) = shared.lock().journal.get_mut(seq as usize) {

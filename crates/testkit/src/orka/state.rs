@@ -142,7 +142,8 @@ pub struct JournalEntry {
     pub body: Option<serde_json::Value>,
     /// The `Authorization` header as sent.
     pub authorization: Option<String>,
-    /// Response status; `None` while the request is in flight (or was abandoned).
+    /// Response status; `None` while the request is in flight. Requests are carried out
+    /// even when the client hangs up (like a Go API server), so they all get one.
     pub status: Option<u16>,
 }
 
