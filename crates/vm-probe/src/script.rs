@@ -221,8 +221,11 @@ echo "runner started (pid $(cat "$pid_file"))"
     )
 }
 
-/// Stops run.sh: TERM to it and its children, KILL after 10 s. Without a pid file (a
-/// runner started by the Go integration) falls back to `pkill -f`.
+/// Stops run.sh and everything it started: TERM to its process group (the detached
+/// launcher's: run.sh, the runner's children and grandchildren; the launcher forwards the
+/// signal and records the exit), KILL after 10 s, recording exit code 137 if the launcher
+/// could not. Without a pid file (a runner started by the Go integration) falls back to
+/// `pkill -f`. A missing runner is a success.
 pub(crate) fn stop(layout: &VmLayout) -> String {
     format!(
         r#"pid=$(cat {pid_file} 2>/dev/null || true)
@@ -232,18 +235,30 @@ case "$pid" in
     exit 0 ;;
 esac
 kill -0 "$pid" 2>/dev/null || exit 0
-pkill -TERM -P "$pid" 2>/dev/null || true
-kill -TERM "$pid" 2>/dev/null || true
+pgid=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')
+own=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+signal() {{
+  case "$pgid" in
+    ''|*[!0-9]*|0|1|"$own")
+      pkill -"$1" -P "$pid" 2>/dev/null || true
+      kill -"$1" "$pid" 2>/dev/null || true ;;
+    *) kill -"$1" -"$pgid" 2>/dev/null || kill -"$1" "$pid" 2>/dev/null || true ;;
+  esac
+}}
+signal TERM
 i=0
 while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
 if kill -0 "$pid" 2>/dev/null; then
-  pkill -KILL -P "$pid" 2>/dev/null || true
-  kill -KILL "$pid" 2>/dev/null || true
+  signal KILL
+  sleep 0.5
+  if [ ! -e {run_sentinel} ]; then printf '137\n' > {code_file}; : > {run_sentinel}; fi
 fi
 exit 0
 "#,
         pid_file = sh_quote(&layout.pid_file),
         pattern = sh_quote(&run_sh_pattern(layout)),
+        run_sentinel = sh_quote(&layout.run_sentinel),
+        code_file = sh_quote(&layout.exit_code_file),
     )
 }
 

@@ -389,3 +389,36 @@ async fn commands_see_the_vm_environment_and_home() {
     let home = vm.host_path("/Users/admin");
     assert_eq!(out.stdout, format!("0.05\n{}\n", home.display()));
 }
+
+#[tokio::test]
+async fn stop_runner_kills_the_runners_whole_process_tree() {
+    let (vm, _dir, target) = boot(VmBehaviour::Normal).await;
+    let downloads = FakeRunnerDownloads::start().await.unwrap();
+    let shell = password_shell("admin");
+    // An image with a runner whose run.sh starts a grandchild (like Runner.Listener →
+    // Runner.Worker) and ignores nothing.
+    let image = "mkdir -p /Users/admin/actions-runner && cd /Users/admin/actions-runner && \
+                 printf '2.328.0\\n' > .orka-runner-version && \
+                 printf '#!/bin/sh\\n(sleep 300; :) &\\necho $! > /tmp/grandchild\\nwait\\n' > run.sh && chmod +x run.sh";
+    assert_eq!(shell.run_script(&target, image).await.unwrap().exit_status, 0);
+    shell.install_and_start_runner(&target, &install(&downloads, "eyJqaXQiOjF9")).await.unwrap();
+    assert_eq!(downloads.downloads(), 0);
+    let grandchild: u32 = eventually(Duration::from_secs(10), "the grandchild to start", || async {
+        std::fs::read_to_string(vm.host_path("/tmp/grandchild")).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert!(process_alive(grandchild));
+
+    shell.stop_runner(&target).await.unwrap();
+    eventually(Duration::from_secs(15), "the grandchild to die", || async {
+        (!process_alive(grandchild)).then_some(())
+    })
+    .await;
+    let report = eventually(Duration::from_secs(15), "the exit to be recorded", || async {
+        let report = shell.probe(&target).await.ok()?;
+        (report.run_complete == Tri::Yes).then_some(report)
+    })
+    .await;
+    assert_eq!(report.runner_alive, Tri::No);
+    assert!(report.exit_code.is_some());
+}
