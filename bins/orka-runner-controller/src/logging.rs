@@ -66,9 +66,12 @@ where
     Box::new(Registry::default().with(filter(settings.level)).with(fmt_layer))
 }
 
-/// Installs the global subscriber (stderr). Call once, before logging anything.
+/// Installs the global subscriber (stderr), and routes `log` records of dependencies
+/// through it. Call once, before logging anything.
 pub fn init(settings: &LoggingSettings) -> anyhow::Result<()> {
-    tracing::subscriber::set_global_default(subscriber(settings, io::stderr))
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    subscriber(settings, io::stderr)
+        .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
