@@ -7,6 +7,31 @@
 //! What it does not know: GitHub, SSH, or why a VM exists. Callers own retries across
 //! attempts; this crate owns the cleanup of a single failed deploy (a failed deploy never
 //! leaves a VM behind).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use orka_client::{DeployRequest, OrkaClient, OrkaConfig, OrkaError, VmBackend, VmName};
+//!
+//! # async fn example() -> Result<(), OrkaError> {
+//! let mut config = OrkaConfig::new("http://10.221.188.20", "service-account-token".into());
+//! config.metadata = orka_client::parse_vm_metadata("team=ios")?;
+//! let client = OrkaClient::new(config)?;
+//! client.ping().await?; // reachable? (no token, 1 s)
+//! client.check_token().await?; // token valid for the namespace?
+//! let request = DeployRequest {
+//!     name: VmName::generate("mac")?,
+//!     vm_config: "ci-sonoma".into(),
+//!     metadata: Default::default(),
+//!     timeout: Duration::from_secs(15 * 60),
+//! };
+//! match client.deploy_vm(&request).await {
+//!     Ok(vm) => println!("{} at {:?}", vm.name, vm.ssh_endpoint()),
+//!     Err(e) if e.is_retryable() => { /* back off and try again; no VM was left */ }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod backend;
 mod client;

@@ -12,6 +12,24 @@
 //!
 //! It does not depend on the Orka client: the client's contract tests check two
 //! independent readings of the spec against each other.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use testkit::orka::{ErrorBody, FakeOrka, FakeOrkaConfig, Fault, Route, SeedVm};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! // Two nodes × 2 VMs, 50 ms boots.
+//! let fake = FakeOrka::start(FakeOrkaConfig::with_capacity(2, 2).boot_delay(Duration::from_millis(50))).await?;
+//! let (url, token) = (fake.url(), fake.token()); // ORKA_URL / ORKA_TOKEN for the code under test
+//! fake.seed_vm(SeedVm::running("someone-elses-vm")).await?;
+//! fake.inject_times(Fault::HttpError { route: Route::ListVms, status: 502, body: ErrorBody::Html }, 3);
+//! // … run the code under test …
+//! assert!(fake.peak_vms() <= 4);
+//! assert!(!fake.journal().iter().any(|call| call.is("DELETE", "/vms/someone-elses-vm")));
+//! # let _ = (url, token);
+//! # Ok(())
+//! # }
+//! ```
 
 mod api;
 mod config;
