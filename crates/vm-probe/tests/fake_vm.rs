@@ -422,3 +422,51 @@ async fn stop_runner_kills_the_runners_whole_process_tree() {
     assert_eq!(report.runner_alive, Tri::No);
     assert!(report.exit_code.is_some());
 }
+
+/// A PATH with every usual tool but `setsid`, which macOS does not have.
+fn path_without_setsid(dir: &std::path::Path) -> String {
+    for bin in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let Ok(entries) = std::fs::read_dir(bin) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name != "setsid" && !dir.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), dir.join(&name));
+            }
+        }
+    }
+    dir.display().to_string()
+}
+
+#[tokio::test]
+async fn without_setsid_as_on_macos_the_runner_is_still_detached_and_stoppable() {
+    let bin = tempfile::tempdir().unwrap();
+    let path = path_without_setsid(bin.path());
+    let config = FakeVmConfig { env: vec![("PATH".into(), path)], ..FakeVmConfig::default() };
+    let (vm, _dir, target) = boot_with(config).await;
+    let shell = password_shell("admin");
+    assert_eq!(shell.run_script(&target, "command -v setsid || echo none").await.unwrap().stdout, "none\n");
+    let downloads = FakeRunnerDownloads::start().await.unwrap();
+    let github = PollStub::start().await;
+    let jit = github.register(
+        "mac-abcde",
+        "cred-nosetsid",
+        JobPlan { idle_polls: 100_000, running_polls: 0, removed: false },
+    );
+    shell.install_and_start_runner(&target, &install(&downloads, &jit)).await.unwrap();
+    let pid = pid_of(&vm);
+    let before = github.polls("cred-nosetsid");
+    eventually(Duration::from_secs(10), "the runner to keep polling after its channel closed", || async {
+        (github.polls("cred-nosetsid") > before + 2).then_some(())
+    })
+    .await;
+    assert_eq!(shell.probe(&target).await.unwrap().runner_alive, Tri::Yes);
+
+    shell.stop_runner(&target).await.unwrap();
+    let report = eventually(Duration::from_secs(20), "the stop to be recorded", || async {
+        let report = shell.probe(&target).await.ok()?;
+        (report.run_complete == Tri::Yes).then_some(report)
+    })
+    .await;
+    assert_eq!((report.runner_alive, report.exit_code), (Tri::No, Some(143)));
+    assert!(!process_alive(pid));
+}
