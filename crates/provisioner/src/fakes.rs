@@ -59,6 +59,8 @@ pub struct FakeOrka {
     pub fail_lists: Mutex<u32>,
     /// Deploys hang this long before answering.
     pub deploy_delay: Mutex<Duration>,
+    /// Deletes hang this long before answering.
+    pub delete_delay: Mutex<Duration>,
     deploys_in_flight: Mutex<(u32, u32)>,
 }
 
@@ -146,6 +148,10 @@ impl VmBackend for FakeOrka {
 
     async fn delete_vm(&self, name: &str) -> Result<(), OrkaError> {
         self.log(format!("delete {name}"));
+        let delay = *lock(&self.delete_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if take(&self.fail_deletes) {
             return Err(OrkaError::Server { status: 500, message: "injected".into() });
         }

@@ -426,3 +426,21 @@ async fn an_install_call_that_times_out_after_run_sh_took_a_job_keeps_the_busy_r
     assert!(lab.orka.exists(&name) && lab.github.is_registered(&name));
     assert_eq!(lab.fleet.counters().failures.len(), 1, "the install failure is still counted");
 }
+
+#[tokio::test(start_paused = true)]
+async fn drain_stops_cleanups_that_outlive_its_deadline() {
+    let lab = Lab::new(config());
+    lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
+    lab.settle().await;
+    let name = lab.only_runner();
+    *lab.orka.delete_delay.lock().unwrap() = Duration::from_secs(3600);
+    lab.github.finish_job(&name);
+    lab.deliver(&msg(2, stats(0, 0), vec![completed("j1", &name, "succeeded")])).await;
+
+    let started = tokio::time::Instant::now();
+    lab.fleet.drain(Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(60) && took <= Duration::from_secs(70), "{took:?}");
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::DeletingVm), "left for the next process to reconcile");
+    assert!(!lab.github.is_registered(&name), "deregistered before the VM deletion started");
+}
