@@ -95,6 +95,20 @@ async fn a_pending_vm_is_visible_while_the_deploy_blocks() {
 }
 
 #[tokio::test]
+async fn the_server_timeout_is_whole_minutes_of_the_budget() {
+    let (fake, client) = start(fake_config()).await;
+    for (budget, minutes) in
+        [(Duration::ZERO, 15), (Duration::from_secs(90), 1), (Duration::from_secs(600), 10)]
+    {
+        let mut request = request();
+        request.timeout = budget; // zero = the configured deploy_timeout (15 min)
+        bounded(client.deploy_vm(&request)).await.unwrap();
+        let body = deploys(&fake).last().unwrap().body.clone().unwrap();
+        assert_eq!(body["timeout"], minutes, "{budget:?}");
+    }
+}
+
+#[tokio::test]
 async fn metadata_from_config_and_request_is_sent_as_custom_vm_metadata() {
     let fake = FakeOrka::start(fake_config()).await.unwrap();
     let mut config = client_config(&fake);

@@ -399,3 +399,27 @@ async fn concurrency_parallel_deploys_race_for_the_last_slots() {
     assert!(fake.vms().iter().all(|vm| vm.status == FakeVmStatus::Running));
     assert_eq!(fake.peak_vms(), 3, "never more VMs than capacity");
 }
+
+#[tokio::test]
+async fn validation_errors_400_and_422_are_final_and_not_retried() {
+    let (fake, client) = start(fake_config()).await;
+    for status in [400, 422] {
+        fake.inject(Fault::HttpError { route: Route::Deploy, status, body: ErrorBody::Json });
+        let err = bounded(client.deploy_vm(&request())).await.unwrap_err();
+        assert!(matches!(err, OrkaError::Invalid { status: s, .. } if s == status), "{err}");
+        assert!(!err.is_retryable());
+        assert_no_vms(&fake);
+    }
+    assert_eq!(deploys(&fake).len(), 2, "one POST each");
+}
+
+#[tokio::test]
+async fn delete_gives_up_after_its_retry_budget() {
+    let (fake, client) = start(fake_config()).await;
+    let vm = bounded(client.deploy_vm(&request())).await.unwrap();
+    fake.inject_times(Fault::HttpError { route: Route::DeleteVm, status: 503, body: ErrorBody::Empty }, 100);
+    let err = bounded(client.delete_vm(&vm.name)).await.unwrap_err();
+    assert!(matches!(err, OrkaError::Server { status: 503, .. }) && err.is_retryable(), "{err}");
+    assert_eq!(calls(&fake, "DELETE", &format!("/vms/{}", vm.name)).len(), 6, "1 attempt + 5 retries");
+    assert!(fake.vm(&vm.name).is_some());
+}
