@@ -369,3 +369,88 @@ async fn the_startup_sweep_is_the_first_periodic_activation_and_triggers_wake_it
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), runner).await.expect("stops when cancelled").unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn clean_up_and_delete_deregister_before_deleting_the_vm() {
+    use mockall::Sequence;
+    use mockall::predicate::eq;
+    let finished = running_vm("mac-f1n1s");
+    let orphan = running_vm("mac-0rph4");
+    let mut vms = MockVmBackend::new();
+    let listed = vec![finished.clone(), orphan.clone()];
+    vms.expect_list_vms().times(1).returning(move || Ok(listed.clone()));
+    let mut github = MockScaleSetApi::new();
+    let mut shell = MockVmShell::new();
+    let mut finished_seq = Sequence::new();
+    let mut orphan_seq = Sequence::new();
+    let finished_record = record("mac-f1n1s", Gh::Offline);
+    let orphan_record = record("mac-0rph4", Gh::Idle);
+    // Evidence.
+    let r = finished_record.clone();
+    github
+        .expect_get_runner_by_name()
+        .with(eq("mac-f1n1s"))
+        .times(1)
+        .in_sequence(&mut finished_seq)
+        .returning(move |_| Ok(r.clone()));
+    shell.expect_probe().withf(|t| t.host == "mac-f1n1s").times(1).returning(|_| {
+        Ok(ProbeReport {
+            setup_complete: Tri::Yes,
+            run_complete: Tri::Yes,
+            runner_alive: Tri::No,
+            exit_code: Some(0),
+        })
+    });
+    let r = orphan_record.clone();
+    github
+        .expect_get_runner_by_name()
+        .with(eq("mac-0rph4"))
+        .times(1)
+        .in_sequence(&mut orphan_seq)
+        .returning(move |_| Ok(r.clone()));
+    shell.expect_probe().withf(|t| t.host == "mac-0rph4").times(1).returning(|_| {
+        Ok(ProbeReport {
+            setup_complete: Tri::No,
+            run_complete: Tri::No,
+            runner_alive: Tri::No,
+            exit_code: None,
+        })
+    });
+    // Clean up: the finished runner leaves by itself on the next poll, then the VM goes.
+    github
+        .expect_get_runner_by_name()
+        .with(eq("mac-f1n1s"))
+        .times(1)
+        .in_sequence(&mut finished_seq)
+        .returning(|_| Ok(None));
+    vms.expect_delete_vm()
+        .with(eq("mac-f1n1s"))
+        .times(1)
+        .in_sequence(&mut finished_seq)
+        .returning(|_| Ok(()));
+    // Delete: the registration is removed at once, then the VM goes.
+    github
+        .expect_get_runner_by_name()
+        .with(eq("mac-0rph4"))
+        .times(1)
+        .in_sequence(&mut orphan_seq)
+        .returning(move |_| Ok(orphan_record.clone()));
+    github.expect_remove_runner().with(eq(5)).times(1).in_sequence(&mut orphan_seq).returning(|_| Ok(()));
+    vms.expect_delete_vm().with(eq("mac-0rph4")).times(1).in_sequence(&mut orphan_seq).returning(|_| Ok(()));
+
+    let (vms, github, shell) = (Arc::new(vms), Arc::new(github), Arc::new(shell));
+    let fleet = Arc::new(Fleet::new(
+        FleetDeps { vms: vms.clone(), github: github.clone(), shell: shell.clone() },
+        fleet_config(),
+    ));
+    let reconciler = reconciler::Reconciler::new(
+        ReconcilerDeps { vms, github, shell },
+        fleet.clone(),
+        reconciler_config(),
+    );
+    let report = reconciler.reconcile_once(Mode::Act).await.unwrap();
+    let actions: Vec<_> = report.rows.iter().map(|r| (r.vm.as_str(), r.action_label(), r.applied)).collect();
+    assert_eq!(actions, vec![("mac-0rph4", "delete", true), ("mac-f1n1s", "clean_up", true)]);
+    tokio::time::timeout(Duration::from_secs(600), fleet.wait_settled()).await.unwrap();
+    assert!(fleet.runners().is_empty());
+}
