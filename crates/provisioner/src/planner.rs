@@ -266,4 +266,61 @@ mod tests {
             assert_eq!(plan.retire, case.retire, "{}: retire", case.name);
         }
     }
+    #[test]
+    fn surplus_provisioning_is_stopped_least_needed_last() {
+        struct Case {
+            name: &'static str,
+            demand: Demand,
+            runners: Vec<RunnerView>,
+            retire: usize,
+            cancel: u32,
+        }
+        let cases = vec![
+            Case {
+                name: "withdrawn job: its provisioning runner is no longer needed",
+                demand: Demand { statistics: stats(0, 0, 0, 0, 0, 0, 0), known_waiting_jobs: 0 },
+                runners: vec![runner("a", RunnerPhase::Provisioning)],
+                retire: 0,
+                cancel: 1,
+            },
+            Case {
+                name: "statistics still count the withdrawn job: keep provisioning",
+                demand: Demand { statistics: stats(0, 0, 1, 0, 0, 0, 0), known_waiting_jobs: 0 },
+                runners: vec![runner("a", RunnerPhase::Provisioning)],
+                retire: 0,
+                cancel: 0,
+            },
+            Case {
+                name: "a young idle runner covers the job: the provisioning one stops",
+                demand: Demand { statistics: stats(0, 0, 1, 0, 0, 0, 0), known_waiting_jobs: 0 },
+                runners: vec![idle("ready", 5), runner("b", RunnerPhase::Provisioning)],
+                retire: 0,
+                cancel: 1,
+            },
+            Case {
+                name: "an idle runner past the grace is retired first; nothing left to cancel",
+                demand: Demand { statistics: stats(0, 0, 1, 0, 0, 0, 0), known_waiting_jobs: 0 },
+                runners: vec![idle("old", 600), runner("b", RunnerPhase::Provisioning)],
+                retire: 1,
+                cancel: 0,
+            },
+            Case {
+                name: "busy and finishing runners are never part of the surplus",
+                demand: Demand::default(),
+                runners: vec![runner("busy", RunnerPhase::Busy), runner("done", RunnerPhase::Finishing)],
+                retire: 0,
+                cancel: 0,
+            },
+        ];
+        for case in cases {
+            let plan = plan_runner_gap(&case.demand, &case.runners, &CONFIG);
+            assert_eq!(plan.retire.len(), case.retire, "{}: retire", case.name);
+            assert_eq!(
+                surplus_provisioning(&case.demand, &case.runners, &CONFIG, &plan),
+                case.cancel,
+                "{}",
+                case.name
+            );
+        }
+    }
 }
