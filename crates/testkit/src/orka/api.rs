@@ -306,11 +306,12 @@ async fn deploy(AxumState(shared): Shr, Path(ns): Path<String>, headers: HeaderM
         Ok(Value::Object(map)) => Fields(map),
         _ => return bad_request("request body must be a JSON object"),
     };
-    let generate = fields.bool("shouldGenerateName");
-    let mut name = fields.str("name").unwrap_or_else(|| "vm".to_owned());
-    if generate || fields.str("name").is_none() {
-        name = format!("{name}-{}", random_suffix());
-    }
+    // `shouldGenerateName` appends `-xxxxx`; without a name the prefix is `vm` ([U]).
+    let name = match (fields.str("name"), fields.bool("shouldGenerateName")) {
+        (Some(name), false) => name,
+        (Some(prefix), true) => format!("{prefix}-{}", random_suffix()),
+        (None, _) => format!("vm-{}", random_suffix()),
+    };
     if !valid_name(&name) {
         return status_error(
             StatusCode::UNPROCESSABLE_ENTITY,
