@@ -54,6 +54,7 @@ impl Clients {
         };
         let mut github_config = GitHubConfig::new(config.github.url.as_str(), auth);
         github_config.user_agent = format!("orka-runner-controller/{}", env!("CARGO_PKG_VERSION"));
+        github_config.extra_ca = config.github.ca_bundle.clone();
         let github = Arc::new(GitHubClient::new(github_config).context("configuring the GitHub client")?);
 
         let node_ip_mapping: Option<NodeIpMap> = config.orka.node_ip_mapping.clone();
@@ -65,6 +66,11 @@ impl Clients {
             let mut orka_config = OrkaConfig::new(config.orka.url.as_str(), config.orka.token.clone());
             orka_config.namespace = scale_set.namespace.clone();
             orka_config.deploy_timeout = config.orka.deploy_timeout;
+            if let Some(path) = &config.orka.ca_bundle {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading ORKA_CA_BUNDLE {}", path.display()))?;
+                orka_config.extra_ca = Some(pem);
+            }
             orka_config.node_ip_mapping = node_ip_mapping.clone();
             let client = OrkaClient::new(orka_config).context("configuring the Orka client")?;
             orka.insert(scale_set.namespace.clone(), Arc::new(client));
