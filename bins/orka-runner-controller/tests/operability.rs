@@ -17,10 +17,10 @@ use hyper_util::rt::TokioExecutor;
 use orka_runner_controller::metrics::Stage;
 use support::{ControllerProcess, PATIENCE, Scenario, eventually};
 
-/// A loopback address with a port that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// `N` distinct loopback addresses whose ports were free a moment ago.
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap())
 }
 
 /// GET `path`; `None` while the server is not up.
@@ -40,7 +40,21 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 fn controller(s: &Scenario, log: &str, addr: SocketAddr) -> Result<ControllerProcess> {
     let addr = addr.to_string();
-    s.controller(log, &[("ENABLE_METRICS", "true"), ("METRICS_ADDR", addr.as_str())])
+    s.controller(log, &[("ENABLE_METRICS", "true"), ("METRICS_ADDR", addr.as_str()), ("LOG_FORMAT", "json")])
+}
+
+/// Every log line is a JSON object with the basics; returns them.
+fn json_lines(log: &str) -> Result<Vec<serde_json::Value>> {
+    log.lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("not a JSON log line: {line}"))?;
+            for key in ["timestamp", "level", "target", "message"] {
+                anyhow::ensure!(value.get(key).is_some(), "{key} missing in {line}");
+            }
+            Ok(value)
+        })
+        .collect()
 }
 
 /// Fails with the controller logs attached.
@@ -75,7 +89,7 @@ async fn gauges_read(addr: SocketAddr, scale_set: &str, expected: [f64; 7]) -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() -> Result<()> {
     let s = Scenario::start().await?;
-    let addr = free_addr();
+    let [addr] = free_addrs();
     let controller = controller(&s, "controller.log", addr)?;
     let scale_set = s.world.config.scale_set.clone();
     let outcome = async {
@@ -118,6 +132,14 @@ async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() 
         anyhow::ensure!(sample(&text, &succeeded) == Some(1.0), "one successful provisioning expected:\n{text}");
         let held = format!("orka_runner_controller_session_held{{scale_set=\"{scale_set}\"}}");
         anyhow::ensure!(sample(&text, &held) == Some(1.0), "the active replica holds the session:\n{text}");
+        // Logs: JSON lines carrying the scale set and the VM name as fields.
+        let lines = json_lines(&controller.log())?;
+        anyhow::ensure!(lines.iter().any(|l| l["scale_set"] == scale_set.as_str()), "no line with scale_set");
+        let vm_prefix = format!("{scale_set}-");
+        anyhow::ensure!(
+            lines.iter().any(|l| l["vm"].as_str().is_some_and(|vm| vm.starts_with(&vm_prefix))),
+            "no line with the VM name as a field"
+        );
         Ok(())
     }
     .await;
@@ -127,7 +149,7 @@ async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> {
     let s = Scenario::start().await?;
-    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let [addr_a, addr_b] = free_addrs();
     let mut active = controller(&s, "active.log", addr_a)?;
     let ready = |addr: SocketAddr| async move {
         eventually("/readyz says ready", PATIENCE, || async {
@@ -171,14 +193,16 @@ async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> 
 async fn a_killed_active_is_replaced_once_its_session_expires_and_the_standby_never_acts_before() -> Result<()>
 {
     let s = Scenario::start().await?;
-    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let [addr_a, addr_b] = free_addrs();
     let mut active = controller(&s, "active.log", addr_a)?;
+    // The standby starts only once the first replica holds the session.
+    eventually("the first replica is ready", PATIENCE, || async {
+        get(addr_a, "/readyz").await.filter(|(status, _)| *status == 200)
+    })
+    .await
+    .map_err(|e| explain(e, &[&active]))?;
     let standby = controller(&s, "standby.log", addr_b)?;
     let outcome = async {
-        eventually("the first replica is ready", PATIENCE, || async {
-            get(addr_a, "/readyz").await.filter(|(status, _)| *status == 200)
-        })
-        .await?;
         // A job served by the active replica while the standby waits.
         let first = s.world.enqueue_jobs(1, Duration::from_secs(1));
         eventually("the first job completes", PATIENCE, || async {
