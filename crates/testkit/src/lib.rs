@@ -8,5 +8,6 @@
 
 pub mod github;
 pub mod orka;
+pub mod sshd;
 pub mod vm;
 pub mod world;

@@ -18,7 +18,7 @@
 //! Not here: what the controller runs (that is vm-probe's), and the fake GitHub.
 
 mod host;
-mod process;
+pub(crate) mod process;
 mod rewrite;
 mod runner;
 mod ssh;

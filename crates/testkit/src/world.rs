@@ -4,16 +4,33 @@
 //!
 //! Used by the `demo`, the end-to-end scenarios and the benchmarks. Owns the assembly and
 //! the end-of-run invariants; each fake owns its own behaviour.
+//!
+//! The VMs are in-process fake SSH servers by default ([`VmBackendKind::FakeSsh`]), or real
+//! OpenSSH sshds ([`VmBackendKind::RealSshd`], [`crate::sshd::SshdVmHost`]): then only one
+//! VM may exist at a time on the host (they share its real files), so the controller
+//! environment says `MAX_RUNNERS=1`; run one such world at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::github::{FakeGitHub, FakeGitHubConfig, FakeState as GitHubState, JobId, JobSpec, JobState};
 use crate::orka::{DEFAULT_VM_CONFIG, FakeOrka, FakeOrkaConfig, VmProvider};
+use crate::sshd::SshdVmHost;
 use crate::vm::{FakeRunnerDownloads, FakeVmHost};
 
 /// Runner version the fake downloads serve.
 pub const RUNNER_VERSION: &str = "2.330.0";
+
+/// What the fake Orka's VMs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmBackendKind {
+    /// In-process fake SSH servers ([`FakeVmHost`]): no root, no sshd, many VMs at once.
+    #[default]
+    FakeSsh,
+    /// Real OpenSSH sshds running the real provisioning script in a real shell
+    /// ([`SshdVmHost`]): needs `/usr/sbin/sshd` and a writable `/Users`; one VM at a time.
+    RealSshd,
+}
 
 /// Shape and timings of a world.
 #[derive(Debug, Clone)]
@@ -32,6 +49,8 @@ pub struct WorldConfig {
     pub session_idle_expiry: Duration,
     /// A runner running a job that stops polling for this long fails its job.
     pub runner_lease: Duration,
+    /// What the VMs are.
+    pub vm_backend: VmBackendKind,
 }
 
 impl Default for WorldConfig {
@@ -44,6 +63,7 @@ impl Default for WorldConfig {
             long_poll_hold: Duration::from_millis(500),
             session_idle_expiry: Duration::from_secs(4),
             runner_lease: Duration::from_secs(5),
+            vm_backend: VmBackendKind::FakeSsh,
         }
     }
 }
@@ -56,8 +76,10 @@ pub struct World {
     pub github: FakeGitHub,
     /// Fake Orka.
     pub orka: FakeOrka,
-    /// The fake VMs behind the fake Orka.
+    /// The fake VMs behind the fake Orka (unused with [`VmBackendKind::RealSshd`]).
     pub vms: Arc<FakeVmHost>,
+    /// The real-sshd VMs behind the fake Orka, with [`VmBackendKind::RealSshd`].
+    pub sshd_vms: Option<Arc<SshdVmHost>>,
     /// The fake runner tarball server.
     pub downloads: FakeRunnerDownloads,
 }
@@ -77,15 +99,33 @@ impl World {
         )
         .await?;
         let vms = Arc::new(FakeVmHost::new()?);
-        orka.set_provider(vms.clone() as Arc<dyn VmProvider>);
+        let sshd_vms = match config.vm_backend {
+            VmBackendKind::FakeSsh => {
+                orka.set_provider(vms.clone() as Arc<dyn VmProvider>);
+                None
+            }
+            VmBackendKind::RealSshd => {
+                let host = Arc::new(SshdVmHost::new().await?);
+                orka.set_provider(host.clone() as Arc<dyn VmProvider>);
+                Some(host)
+            }
+        };
         let downloads = FakeRunnerDownloads::start().await?;
-        Ok(Self { config, github, orka, vms, downloads })
+        Ok(Self { config, github, orka, vms, sshd_vms, downloads })
     }
 
     /// The environment (Go-integration variable names plus our new settings) that points a
-    /// controller at this world, with timings scaled for a fast simulation.
+    /// controller at this world, with timings scaled for a fast simulation. With real-sshd
+    /// VMs also the VM user, its key and `MAX_RUNNERS=1`.
     pub fn controller_env(&self) -> Vec<(String, String)> {
         let runners = format!(r#"[{{"name":"{}","id":1}}]"#, self.config.scale_set);
+        let real_sshd = self.sshd_vms.as_ref().map(|host| {
+            [
+                ("ORKA_VM_USERNAME", host.username().to_owned()),
+                ("ORKA_VM_SSH_KEY_PATH", host.key_path().display().to_string()),
+                ("MAX_RUNNERS", "1".to_owned()),
+            ]
+        });
         [
             ("GITHUB_URL", self.github.config_url("my-org")),
             ("GITHUB_PAT", self.github.pat()),
@@ -106,6 +146,7 @@ impl World {
             ("LOG_FORMAT", "pretty".to_owned()),
         ]
         .into_iter()
+        .chain(real_sshd.into_iter().flatten())
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use support::poll_stub::{JobPlan, PollStub};
 use support::sshd::{Sshd, lock_password_user, password_user, skip_or_fail};
-use support::{eventually, keygen, process_alive, ps_all, quick_config};
+use support::{SshdTarget as _, eventually, keygen, process_alive, ps_all, quick_config};
 use testkit::vm::FakeRunnerDownloads;
 use vm_probe::{ProbeReport, RunnerInstall, ShellError, Ssh2Shell, SshAuth, SshStep, Tri, VmLayout, VmShell};
 

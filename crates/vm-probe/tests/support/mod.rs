@@ -1,15 +1,27 @@
 //! Shared test support: quick SSH settings, key generation, bounded polling, the poll stub
-//! and the real-sshd fixture.
+//! and the real-sshd fixture (testkit's, with its [`SshTarget`]).
 #![allow(dead_code)]
 
 pub mod poll_stub;
-pub mod sshd;
+pub use testkit::sshd;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vm_probe::{SshAuth, SshConfig, VmLayout};
+use vm_probe::{SshAuth, SshConfig, SshTarget, VmLayout};
+
+/// Where the real-sshd fixture listens, as a vm-probe target.
+pub trait SshdTarget {
+    /// `127.0.0.1:<port>` of the sshd.
+    fn target(&self) -> SshTarget;
+}
+
+impl SshdTarget for sshd::Sshd {
+    fn target(&self) -> SshTarget {
+        SshTarget { host: "127.0.0.1".into(), port: self.port }
+    }
+}
 
 /// Settings with short budgets (tests bound their waits; they assert no speed).
 pub fn quick_config(username: &str, auth: SshAuth, layout: VmLayout) -> SshConfig {
@@ -26,15 +38,7 @@ pub fn quick_config(username: &str, auth: SshAuth, layout: VmLayout) -> SshConfi
 
 /// Generates an ed25519 key pair with ssh-keygen; returns (private key path, public key line).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "vm-probe-test", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(status.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_owned())
+    sshd::keygen(dir, name).expect("ssh-keygen generates a key pair")
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, failing the test after `within`.
