@@ -10,6 +10,8 @@
 //! Not here: the in-process SSH servers of the fake VMs ([`crate::vm`]), or any SSH client.
 
 mod host;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
