@@ -313,6 +313,12 @@ impl FakeGitHub {
         done
     }
 
+    /// Changes the most job messages per message from now on (the service batches up to
+    /// this many; a benchmark raises it to deliver a whole burst in one message).
+    pub fn set_max_batch(&self, max_batch: usize) {
+        self.lock().cfg.max_batch = max_batch;
+    }
+
     /// A consistent snapshot of everything.
     pub fn state(&self) -> FakeState {
         self.lock().snapshot()

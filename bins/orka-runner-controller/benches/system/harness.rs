@@ -1,0 +1,185 @@
+//! The pieces every scenario shares: a simulated world sized for a benchmark (fake GitHub,
+//! fake Orka, fake VMs, runner downloads on loopback), the real controller binary as a
+//! child process, and bounded waiting. Owns assembly and process control; no measurement
+//! policy.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use testkit::vm::FakeVmConfig;
+use testkit::world::{World, WorldConfig};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::procfs::{self, Usage};
+
+/// VM slots per fake Orka node in benchmark worlds.
+const VMS_PER_NODE: u32 = 8;
+
+/// Shape of a benchmark world.
+#[derive(Debug, Clone)]
+pub struct WorldSpec {
+    /// VM slots the fake Orka must offer.
+    pub capacity: usize,
+    /// Fake Orka deploy latency (the VM is `Running` this long after the deploy request).
+    pub deploy_latency: Duration,
+    /// `FAKE_RUNNER_POLL_INTERVAL` of the fake runners (seconds, as `sleep` takes it).
+    pub runner_poll: String,
+    /// A session without activity expires after this.
+    pub session_idle_expiry: Duration,
+}
+
+impl Default for WorldSpec {
+    fn default() -> Self {
+        Self {
+            capacity: 8,
+            deploy_latency: Duration::from_millis(300),
+            runner_poll: "0.2".into(),
+            session_idle_expiry: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Starts a world like `World::start`, with room for `spec.capacity` VMs, every job
+/// message of a burst in one message (`max_batch` 1000), a runner lease well above the
+/// fake runners' poll interval, and fake runners polling every `spec.runner_poll`.
+pub async fn start_world(spec: &WorldSpec) -> Result<World> {
+    let poll_secs: f64 = spec.runner_poll.parse().context("runner poll interval")?;
+    let runner_lease = Duration::from_secs_f64((poll_secs * 6.0).max(5.0));
+    let nodes = spec.capacity.div_ceil(VMS_PER_NODE as usize).max(1);
+    let world = World::start(WorldConfig {
+        nodes,
+        vms_per_node: VMS_PER_NODE,
+        boot_delay: spec.deploy_latency,
+        long_poll_hold: Duration::from_millis(500),
+        session_idle_expiry: spec.session_idle_expiry,
+        runner_lease,
+        ..WorldConfig::default()
+    })
+    .await?;
+    world.github.set_max_batch(1000);
+    world.vms.set_config(FakeVmConfig {
+        env: vec![("FAKE_RUNNER_POLL_INTERVAL".into(), spec.runner_poll.clone())],
+        ..FakeVmConfig::default()
+    });
+    Ok(world)
+}
+
+/// The controller binary under measurement, as a child process. Killed when dropped.
+pub struct Controller {
+    child: Child,
+    pid: u32,
+    log_path: PathBuf,
+    /// When it was spawned.
+    pub started: Instant,
+}
+
+impl Controller {
+    /// Spawns `orka-runner-controller <args>` with the world's environment plus `extra`
+    /// (later entries win), logging to `<dir>/<log_name>`; stdout is captured when
+    /// `capture_stdout`.
+    pub fn spawn(
+        world: &World,
+        dir: &Path,
+        log_name: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        capture_stdout: bool,
+    ) -> Result<Self> {
+        let mut env = world.controller_env();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let log_path = dir.join(log_name);
+        let log = std::fs::File::create(&log_path).context("creating the controller log")?;
+        let stdout = if capture_stdout { Stdio::piped() } else { Stdio::from(log.try_clone()?) };
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_orka-runner-controller"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the controller binary")?;
+        let pid = child.id().context("no pid")?;
+        Ok(Self { child, pid, log_path, started })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// CPU, RSS and threads now.
+    pub fn usage(&self, ticks: u64) -> Usage {
+        procfs::usage(&self.pid.to_string(), ticks).unwrap_or_default()
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        kill(Pid::from_raw(i32::try_from(self.pid)?), signal).context("signalling the controller")
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill9(&mut self) -> Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait up to `limit` for the exit.
+    pub async fn stop(&mut self, limit: Duration) -> Result<()> {
+        self.signal(Signal::SIGTERM)?;
+        if tokio::time::timeout(limit, self.child.wait()).await.is_err() {
+            self.kill9().await?;
+        }
+        Ok(())
+    }
+
+    /// The captured stdout (once; `None` unless spawned with `capture_stdout`).
+    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Waits for the exit, failing after `limit`.
+    pub async fn wait(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!("the controller did not exit within {limit:?}; log:\n{}", self.log()),
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F>(what: &str, limit: Duration, every: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Option<T>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Seconds with millisecond precision, for tables.
+pub fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
