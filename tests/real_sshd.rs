@@ -141,7 +141,7 @@ async fn stop(controller: &mut ControllerProcess) -> Result<()> {
 async fn scenario_1_initial_run(user: &str) -> Result<()> {
     let s = Scenario::with(real_sshd_world()).await?;
     let mut controller = s.controller("controller.log", &[])?;
-    let jobs = s.world.enqueue_jobs(1, Duration::from_secs(4));
+    let jobs = s.world.enqueue_jobs(1, Duration::from_secs(6));
     explained(&[controller.log_path()], async {
         let (_vm, pid) = running_for_real(&s, jobs[0], user).await?;
         eventually("the job completes", PATIENCE, || async {
