@@ -86,8 +86,12 @@ pub struct ScaleSetSpec {
     pub max_runners: u32,
     /// Session owner name (hostname).
     pub owner_name: String,
-    /// `MANAGE_RUNNER_SCALE_SETS`: delete the scale set on orderly exit.
-    pub delete_scale_set_on_exit: bool,
+    /// `MANAGE_RUNNER_SCALE_SETS`: delete and recreate the scale set at start (once per
+    /// process) and delete it on orderly exit, like the Go integration.
+    pub manage_scale_set: bool,
+    /// `SESSION_CONFLICT_RECREATE_SCALE_SET`: on a session conflict, delete and recreate the
+    /// scale set instead of standing by (the Go integration's escape; off by default).
+    pub recreate_on_conflict: bool,
 }
 
 /// Timings of the loop.
@@ -114,6 +118,8 @@ pub struct ServiceDeps {
     pub queues: Arc<dyn QueueOpener>,
     /// Builds the provisioner and reconciler of the scale set.
     pub fleets: Arc<dyn FleetFactory>,
+    /// Called on every turn of the loops (liveness).
+    pub heartbeat: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Why a scale set cannot be served.
@@ -140,11 +146,17 @@ pub async fn run_scale_set(
     let mut backoff = Backoff::new(timings);
     let mut last_message_id = 0_i64;
     let mut fleet: Option<Arc<dyn RunnerFleet>> = None;
+    let mut recreate = spec.manage_scale_set;
     let result = loop {
+        (deps.heartbeat)();
         if cancel.is_cancelled() {
             break Ok(());
         }
         phase.send_replace(Phase::Starting);
+        if std::mem::take(&mut recreate) {
+            warn!(scale_set = %spec.name, "MANAGE_RUNNER_SCALE_SETS=true: deleting and recreating the scale set; runners of jobs still running cannot be adopted");
+            delete_scale_set(&spec, deps.api.as_ref()).await;
+        }
         let scale_set = match ensure_scale_set(&spec, deps.api.as_ref()).await {
             Ok(s) => s,
             Err(e) if is_fatal(&e) => break Err(fatal(e)),
@@ -159,6 +171,17 @@ pub async fn run_scale_set(
         };
         let session = match deps.api.create_session(scale_set.id, &spec.owner_name).await {
             Ok(session) => session,
+            Err(ScaleSetError::SessionConflict) if spec.recreate_on_conflict => {
+                warn!(scale_set = %spec.name, "another process holds the message session; recreating the scale set (SESSION_CONFLICT_RECREATE_SCALE_SET=true)");
+                phase.send_replace(Phase::WaitingForSession(
+                    "recreating the scale set after a session conflict".into(),
+                ));
+                recreate = true;
+                if !backoff.wait(&cancel).await {
+                    break Ok(());
+                }
+                continue;
+            }
             Err(ScaleSetError::SessionConflict) => {
                 info!(scale_set = %spec.name, "another process holds the message session; standing by");
                 phase.send_replace(Phase::WaitingForSession("another process holds the session".into()));
@@ -182,7 +205,8 @@ pub async fn run_scale_set(
         let (current, sweeper) = deps.fleets.for_scale_set(scale_set.id);
         fleet = Some(current.clone());
         let queue = deps.queues.open(session.clone());
-        let serving = Serving { fleet: current, sweeper, queue: queue.as_ref() };
+        let serving =
+            Serving { fleet: current, sweeper, queue: queue.as_ref(), heartbeat: deps.heartbeat.as_ref() };
         let outcome = serve_session(&spec, serving, timings, &phase, &cancel, &mut last_message_id).await;
         let closing = queue.session();
         match outcome {
@@ -200,7 +224,7 @@ pub async fn run_scale_set(
             }
         }
     };
-    if result.is_ok() && spec.delete_scale_set_on_exit {
+    if result.is_ok() && spec.manage_scale_set {
         delete_scale_set(&spec, deps.api.as_ref()).await;
     }
     if let Some(fleet) = fleet {
@@ -225,6 +249,7 @@ struct Serving<'a> {
     fleet: Arc<dyn RunnerFleet>,
     sweeper: Arc<dyn Sweeper>,
     queue: &'a dyn MessageQueue,
+    heartbeat: &'a (dyn Fn() + Send + Sync),
 }
 
 async fn serve_session(
@@ -235,7 +260,7 @@ async fn serve_session(
     cancel: &CancellationToken,
     last_message_id: &mut i64,
 ) -> SessionEnd {
-    let Serving { fleet, sweeper, queue } = serving;
+    let Serving { fleet, sweeper, queue, heartbeat } = serving;
     let session_cancel = cancel.child_token();
     let _stop_background = session_cancel.clone().drop_guard();
     let mut statistics = queue.session().statistics;
@@ -263,6 +288,7 @@ async fn serve_session(
 
     let mut backoff = Backoff::new(timings);
     loop {
+        heartbeat();
         let polled = tokio::select! {
             _ = cancel.cancelled() => return SessionEnd::Shutdown,
             polled = queue.get_message(*last_message_id, spec.max_runners) => polled,
@@ -342,7 +368,7 @@ async fn delete_scale_set(spec: &ScaleSetSpec, api: &dyn ScaleSetApi) {
         Ok::<_, ScaleSetError>(())
     };
     if let Err(e) = result.await {
-        warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "deleting the scale set on exit failed");
+        warn!(scale_set = %spec.name, error = &e as &dyn std::error::Error, "deleting the scale set failed; keeping it");
     }
 }
 

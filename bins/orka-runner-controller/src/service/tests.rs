@@ -108,7 +108,8 @@ fn spec() -> ScaleSetSpec {
         extra_labels: vec!["arm64".into()],
         max_runners: 4,
         owner_name: "host".into(),
-        delete_scale_set_on_exit: false,
+        manage_scale_set: false,
+        recreate_on_conflict: false,
     }
 }
 
@@ -133,6 +134,7 @@ fn start(api: MockScaleSetApi, queues: Vec<MockMessageQueue>, spec: ScaleSetSpec
         api: Arc::new(api),
         queues: Arc::new(Queues(Mutex::new(queues))),
         fleets: Arc::new(recorder.clone()),
+        heartbeat: Arc::new(|| {}),
     };
     let (tx, phase) = watch::channel(Phase::Starting);
     let cancel = CancellationToken::new();
@@ -282,4 +284,54 @@ async fn rejected_credentials_are_fatal_and_reported() {
     let stopped = wait_for_phase(&mut h.phase, |p| matches!(p, Phase::Stopped(_))).await;
     assert!(matches!(stopped, Phase::Stopped(reason) if reason.starts_with("fatal")));
     assert!(h.recorder.events().is_empty(), "no fleet was ever built, nothing to drain");
+}
+
+#[tokio::test(start_paused = true)]
+async fn managed_scale_sets_are_recreated_at_start_and_deleted_on_exit() {
+    let mut api = MockScaleSetApi::new();
+    let exists = Arc::new(Mutex::new(true));
+    let seen = exists.clone();
+    api.expect_get_scale_set().returning(move |_, _| Ok((*seen.lock().unwrap()).then(scale_set)));
+    let deleted = exists.clone();
+    api.expect_delete_scale_set().times(2).returning(move |id| {
+        assert_eq!(id, 7);
+        *deleted.lock().unwrap() = false;
+        Ok(())
+    });
+    let created = exists.clone();
+    api.expect_create_scale_set().times(1).returning(move |_| {
+        *created.lock().unwrap() = true;
+        Ok(scale_set())
+    });
+    api.expect_create_session().times(1).returning(|_, _| Ok(session("s1", 0)));
+    api.expect_delete_session().returning(|_| Ok(()));
+    let mut h = start(api, vec![scripted_queue(vec![])], ScaleSetSpec { manage_scale_set: true, ..spec() });
+    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    h.cancel.cancel();
+    h.task.await.unwrap().unwrap();
+    assert!(!*exists.lock().unwrap(), "deleted again on exit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn opt_in_conflict_escape_recreates_the_scale_set() {
+    let mut api = MockScaleSetApi::new();
+    api.expect_get_scale_set().returning(|_, _| Ok(Some(scale_set())));
+    let conflicts = Arc::new(Mutex::new(1));
+    let remaining = conflicts.clone();
+    api.expect_create_session().returning(move |_, _| {
+        let mut n = remaining.lock().unwrap();
+        if *n > 0 {
+            *n -= 1;
+            Err(ScaleSetError::SessionConflict)
+        } else {
+            Ok(session("s2", 0))
+        }
+    });
+    api.expect_delete_scale_set().times(1).returning(|_| Ok(()));
+    api.expect_delete_session().returning(|_| Ok(()));
+    let escape = ScaleSetSpec { recreate_on_conflict: true, ..spec() };
+    let mut h = start(api, vec![scripted_queue(vec![])], escape);
+    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    h.cancel.cancel();
+    h.task.await.unwrap().unwrap();
 }

@@ -31,6 +31,9 @@ use metered::{MeteredGitHub, MeteredQueue, MeteredVms};
 pub use oneshot::{check_connectivity, reconcile_once};
 use runtime::{ClientSet, FleetBuilder};
 
+/// Longest silence of a scale set's loop before `/healthz` reports it stalled.
+const HEARTBEAT_SILENCE: Duration = Duration::from_secs(180);
+
 /// The concrete clients every scale set shares.
 pub struct Clients {
     /// GitHub (REST bootstrap + Actions service).
@@ -102,7 +105,12 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
     let github: Arc<dyn ScaleSetApi> =
         Arc::new(MeteredGitHub { inner: clients.github.clone(), metrics: telemetry.metrics.clone() });
     for scale_set in config.scale_sets.clone() {
+        // The message loop turns at least once per long poll (≤ 90 s) or backoff (≤ 30 s).
+        let heartbeat =
+            Arc::new(telemetry.health.heartbeat(format!("scale set {}", scale_set.name), HEARTBEAT_SILENCE));
+        let beat = heartbeat.clone();
         let deps = ServiceDeps {
+            heartbeat: Arc::new(move || beat.beat()),
             api: github.clone(),
             queues: Arc::new(Queues { client: clients.github.clone(), metrics: telemetry.metrics.clone() }),
             fleets: Arc::new(FleetBuilder::new(
@@ -126,7 +134,8 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             extra_labels: scale_set.labels.iter().filter(|l| **l != scale_set.name).cloned().collect(),
             max_runners: scale_set.max_runners,
             owner_name: owner.clone(),
-            delete_scale_set_on_exit: config.github.manage_scale_sets,
+            manage_scale_set: config.github.manage_scale_sets,
+            recreate_on_conflict: config.github.session_conflict_recreate_scale_set,
         };
         let timings = ServiceTimings {
             min_backoff: Duration::from_secs(1),
@@ -140,9 +149,14 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
         tokio::spawn(forward_phase(phase_rx, health, telemetry.metrics.clone(), scale_set.name.clone()));
         let cancel = shutdown.child_token();
         let name = scale_set.name.clone();
-        tasks.spawn(
-            async move { (name, service::run_scale_set(spec, deps, timings, phase_tx, cancel).await) },
-        );
+        tasks.spawn(async move {
+            let result = service::run_scale_set(spec, deps, timings, phase_tx, cancel).await;
+            // The loop ended on purpose (shutdown or a reported fatal error): stop tracking it.
+            if let Ok(heartbeat) = Arc::try_unwrap(heartbeat) {
+                heartbeat.finish();
+            }
+            (name, result)
+        });
     }
     let total = tasks.len();
     let mut failed = 0;
