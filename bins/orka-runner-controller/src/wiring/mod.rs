@@ -1,6 +1,7 @@
 //! Picks the concrete implementations: the hyper GitHub client, the hyper Orka client and
 //! the ssh2 shell, built from the validated [`Config`], and connects them to the
-//! per-scale-set [`service`], the provisioner's [`Fleet`] and the [`Reconciler`].
+//! per-scale-set [`service`], the provisioner's [`Fleet`](provisioner::Fleet) and the
+//! [`Reconciler`](reconciler::Reconciler).
 //!
 //! Owns construction and adaptation only; every decision lives in a library crate.
 
