@@ -11,7 +11,7 @@ use testkit::github::{Endpoint, Fault, JobState, RunnerStatus};
 use testkit::world::World;
 use tokio::time::Instant;
 
-use crate::harness::{Controller, WorldSpec, eventually, secs, start_world};
+use crate::harness::{Controller, Profiler, WorldSpec, eventually, secs, start_world};
 use crate::procfs::{self, Usage};
 
 /// Parameters of a burst.
@@ -29,6 +29,8 @@ pub struct Params {
     pub probe_interval: Duration,
     /// Steady state: how long to sample.
     pub window: Duration,
+    /// Where to write `perf record` profiles of the controller (burst, steady window).
+    pub perf_dir: Option<std::path::PathBuf>,
 }
 
 /// What one burst measured.
@@ -88,7 +90,7 @@ async fn serve(params: &Params, provisions: usize) -> Result<Served> {
     Ok(Served { world, controller, _dir: dir, ticks: procfs::clock_ticks() })
 }
 
-async fn burst(served: &Served, params: &Params) -> Result<BurstOutcome> {
+async fn burst(served: &Served, params: &Params, provisions: usize) -> Result<BurstOutcome> {
     let world = &served.world;
     let ticks = served.ticks;
     // Let start-up work settle, then take the idle baseline.
@@ -96,6 +98,12 @@ async fn burst(served: &Served, params: &Params) -> Result<BurstOutcome> {
     let idle = served.controller.usage(ticks);
     let bench0 = procfs::usage("self", ticks).unwrap_or_default().cpu;
     let machine0 = procfs::machine_busy(ticks);
+    let profiler = params.perf_dir.as_ref().and_then(|dir| {
+        Profiler::start(
+            served.controller.pid(),
+            &dir.join(format!("burst-{}-{provisions}.data", params.jobs)),
+        )
+    });
     world.github.inject(Fault::PauseDelivery);
     let jobs = world.enqueue_jobs(params.jobs, Duration::from_secs(6 * 3600));
     let started = Instant::now();
@@ -126,6 +134,9 @@ async fn burst(served: &Served, params: &Params) -> Result<BurstOutcome> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", served.controller.log()))?;
     let after = served.controller.usage(ticks);
+    if let Some(profiler) = profiler {
+        profiler.stop().await?;
+    }
     Ok(BurstOutcome {
         first_vm,
         all_online: all_online.unwrap_or(all_running),
@@ -175,7 +186,7 @@ pub async fn run_burst(params: &Params) -> Result<()> {
     burst_header(params);
     for &provisions in &params.provisions {
         let mut served = serve(params, provisions).await?;
-        let outcome = burst(&served, params).await?;
+        let outcome = burst(&served, params, provisions).await?;
         print_burst(params, provisions, &outcome);
         served.controller.stop(Duration::from_secs(30)).await?;
     }
@@ -231,12 +242,18 @@ pub async fn run_steady(params: &Params) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = sample_window(&served, params.window.min(Duration::from_secs(30))).await;
     burst_header(params);
-    let outcome = burst(&served, params).await?;
+    let outcome = burst(&served, params, provisions).await?;
     print_burst(params, provisions, &outcome);
     // Let the burst's provisioning work end, then sample a window spanning probe rounds.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let peers_after_burst = connections_by_peer(&served);
+    let profiler = params.perf_dir.as_ref().and_then(|dir| {
+        Profiler::start(served.controller.pid(), &dir.join(format!("steady-{}.data", params.jobs)))
+    });
     let busy = sample_window(&served, params.window).await;
+    if let Some(profiler) = profiler {
+        profiler.stop().await?;
+    }
     let peers_end = connections_by_peer(&served);
     let still_running = served.world.snapshot().jobs_in(JobState::Running);
     println!(

@@ -183,3 +183,40 @@ where
 pub fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
+
+/// `perf record` attached to a process for a while (when asked for with `--perf DIR`).
+pub struct Profiler {
+    child: Child,
+}
+
+impl Profiler {
+    /// Starts sampling `pid` with call graphs into `path`; `None` (with a note) if `perf`
+    /// cannot be started.
+    pub fn start(pid: u32, path: &Path) -> Option<Self> {
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-o"])
+            .arg(path)
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(child) => Some(Self { child }),
+            Err(e) => {
+                println!("(perf not started: {e})");
+                None
+            }
+        }
+    }
+
+    /// Stops sampling and writes the file.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(id) = self.child.id() {
+            kill(Pid::from_raw(i32::try_from(id)?), Signal::SIGINT)?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        Ok(())
+    }
+}

@@ -12,8 +12,9 @@
 //! `--sizes 50,200,500` `--unreachable 0,25,100` `--probe-timeout 5` (s) ·
 //! `--burst 200` `--deploy-latency 2` (s) `--provisions 10,200` (MAX_CONCURRENT_PROVISIONS) ·
 //! `--steady 500` `--steady-provisions 100` `--window 65` (s) `--probe-interval 30` (s) ·
-//! `--runner-poll 10` (s, fake runner poll interval) · `--batch 50` `--samples 1000` ·
-//! `--startup-runs 10` · `--cleanup-probe-interval 10` (s) `--reconcile-interval 10` (s) `--orphans 3`.
+//! `--runner-poll 20` (s, fake runner poll interval) · `--batch 50` `--samples 1000` ·
+//! `--startup-runs 10` · `--cleanup-probe-interval 10` (s) `--reconcile-interval 10` (s) `--orphans 3` ·
+//! `--perf DIR`: `perf record` the controller during each burst and the steady window.
 #![allow(missing_docs)]
 
 mod burst;
@@ -127,9 +128,10 @@ async fn run(args: Args) -> Result<()> {
                     } else {
                         args.list("provisions", "10,200", "10,20")?
                     },
-                    runner_poll: args.text("runner-poll", "10", "5"),
+                    runner_poll: args.text("runner-poll", "20", "5"),
                     probe_interval: args.seconds("probe-interval", 30.0, 5.0)?,
                     window: args.seconds("window", 65.0, 12.0)?,
+                    perf_dir: args.options.get("perf").map(std::path::PathBuf::from),
                 };
                 if steady { burst::run_steady(&params).await? } else { burst::run_burst(&params).await? }
             }
