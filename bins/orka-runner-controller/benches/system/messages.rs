@@ -109,6 +109,72 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// Wall and thread-CPU times of handling `message` on fresh fleets.
+async fn measure(
+    tracked: usize,
+    message: &ScaleSetMessage,
+    samples: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let queue = FakeQueue::new();
+    let mut times = Vec::with_capacity(samples);
+    let mut cpu = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let fleet = fleet(tracked).await;
+        let cpu_before = thread_cpu();
+        let started = Instant::now();
+        let result = fleet.handle_message(message, &queue).await;
+        times.push(started.elapsed());
+        cpu.push(thread_cpu().saturating_sub(cpu_before));
+        result?;
+        // What it spawned finishes against the fakes on its own; give it a moment.
+        drop(fleet);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    times.sort();
+    cpu.sort();
+    Ok((times, cpu))
+}
+
+/// [`measure`] on a current-thread runtime of its own thread: what the message spawns
+/// cannot run (nor contend for the fleet's lock) until the handling returns.
+async fn measure_alone(
+    tracked: usize,
+    message: ScaleSetMessage,
+    samples: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let thread = std::thread::Builder::new().name("measure-alone".into()).spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(measure(tracked, &message, samples))
+    })?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
+}
+
+/// The control: a fixed, allocation-free computation of about the handling's median cost,
+/// timed the same way. Its tail is what this machine adds to any such measurement
+/// (preemption, VM steal time, cache and frequency effects), whatever the code.
+fn calibration(samples: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use std::hash::{Hash, Hasher};
+    let data = vec![7u8; 640 * 1024];
+    let mut times = Vec::with_capacity(samples);
+    let mut cpu = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let cpu_before = thread_cpu();
+        let started = Instant::now();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hint::black_box(&data).hash(&mut hasher);
+        std::hint::black_box(hasher.finish());
+        times.push(started.elapsed());
+        cpu.push(thread_cpu().saturating_sub(cpu_before));
+    }
+    times.sort();
+    cpu.sort();
+    (times, cpu)
+}
+
 pub async fn run(params: &Params) -> Result<()> {
     println!(
         "\n## messages — handling one message of {} job messages, in-memory fakes (no I/O timed)",
@@ -116,44 +182,51 @@ pub async fn run(params: &Params) -> Result<()> {
     );
     println!("target: p99 < 1 ms");
     println!("(wall: elapsed time of `handle_message`, includes preemption by other processes; CPU: the");
-    println!("calling thread's CPU time over the same call, which awaits no I/O and stays on that thread)");
-    println!("| shape | samples | wall p50 | wall p99 | wall max | CPU p50 | CPU p99 | met (CPU p99) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("calling thread's CPU time over the same call, which awaits no I/O and stays on that thread.");
+    println!("runtime \"2 workers\": what the message spawns runs at once on the controller's other worker");
+    println!(
+        "and contends for the fleet's lock; \"alone\": a current-thread runtime, the handling by itself)"
+    );
+    println!(
+        "| shape | runtime | samples | wall p50 | wall p99 | wall max | CPU p50 | CPU p99 | met (CPU p99) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let n = params.batch;
     let shapes: [(String, usize, ScaleSetMessage); 2] = [
         (format!("{n} JobAssigned (a burst: plans and spawns {n} provisions)"), 0, assignments(n)),
         (format!("{n} mixed Assigned/Started/Completed on {n} tracked runners"), n, mixed(n)),
     ];
+    let mut rows: Vec<(String, &str, (Vec<Duration>, Vec<Duration>))> = Vec::new();
     for (label, tracked, message) in shapes {
-        let queue = FakeQueue::new();
-        let mut times = Vec::with_capacity(params.samples);
-        let mut cpu = Vec::with_capacity(params.samples);
-        for _ in 0..params.samples {
-            let fleet = fleet(tracked).await;
-            let cpu_before = thread_cpu();
-            let started = Instant::now();
-            let result = fleet.handle_message(&message, &queue).await;
-            times.push(started.elapsed());
-            cpu.push(thread_cpu().saturating_sub(cpu_before));
-            result?;
-            // What it spawned finishes against the fakes on its own; give it a moment.
-            drop(fleet);
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        for alone in [false, true] {
+            let measured = if alone {
+                measure_alone(tracked, message.clone(), params.samples).await?
+            } else {
+                measure(tracked, &message, params.samples).await?
+            };
+            rows.push((label.clone(), if alone { "alone" } else { "2 workers" }, measured));
         }
-        times.sort();
-        cpu.sort();
-        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
-        let cpu_p99 = percentile(&cpu, 0.99);
-        println!(
-            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
-            times.len(),
-            ms(percentile(&times, 0.50)),
-            ms(percentile(&times, 0.99)),
-            ms(times.last().copied().unwrap_or_default()),
-            ms(percentile(&cpu, 0.50)),
-            ms(cpu_p99),
-            if cpu_p99 < Duration::from_millis(1) { "yes" } else { "**no**" }
-        );
+    }
+    rows.push((
+        "control: hashing 640 KiB (no allocation, no locks)".into(),
+        "—",
+        calibration(params.samples),
+    ));
+    for (label, runtime, (times, cpu)) in rows {
+        {
+            let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
+            let cpu_p99 = percentile(&cpu, 0.99);
+            println!(
+                "| {label} | {runtime} | {} | {} | {} | {} | {} | {} | {} |",
+                times.len(),
+                ms(percentile(&times, 0.50)),
+                ms(percentile(&times, 0.99)),
+                ms(times.last().copied().unwrap_or_default()),
+                ms(percentile(&cpu, 0.50)),
+                ms(cpu_p99),
+                if cpu_p99 < Duration::from_millis(1) { "yes" } else { "**no**" }
+            );
+        }
     }
     Ok(())
 }
