@@ -109,12 +109,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// Sorted wall times and sorted thread-CPU times of a series of samples.
+type Samples = (Vec<Duration>, Vec<Duration>);
+
 /// Wall and thread-CPU times of handling `message` on fresh fleets.
-async fn measure(
-    tracked: usize,
-    message: &ScaleSetMessage,
-    samples: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
+async fn measure(tracked: usize, message: &ScaleSetMessage, samples: usize) -> Result<Samples> {
     let queue = FakeQueue::new();
     let mut times = Vec::with_capacity(samples);
     let mut cpu = Vec::with_capacity(samples);
@@ -137,11 +136,7 @@ async fn measure(
 
 /// [`measure`] on a current-thread runtime of its own thread: what the message spawns
 /// cannot run (nor contend for the fleet's lock) until the handling returns.
-async fn measure_alone(
-    tracked: usize,
-    message: ScaleSetMessage,
-    samples: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
+async fn measure_alone(tracked: usize, message: ScaleSetMessage, samples: usize) -> Result<Samples> {
     let thread = std::thread::Builder::new().name("measure-alone".into()).spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -156,7 +151,7 @@ async fn measure_alone(
 /// The control: a fixed, allocation-free computation of about the handling's median cost,
 /// timed the same way. Its tail is what this machine adds to any such measurement
 /// (preemption, VM steal time, cache and frequency effects), whatever the code.
-fn calibration(samples: usize) -> (Vec<Duration>, Vec<Duration>) {
+fn calibration(samples: usize) -> Samples {
     use std::hash::{Hash, Hasher};
     let data = vec![7u8; 640 * 1024];
     let mut times = Vec::with_capacity(samples);
@@ -196,7 +191,7 @@ pub async fn run(params: &Params) -> Result<()> {
         (format!("{n} JobAssigned (a burst: plans and spawns {n} provisions)"), 0, assignments(n)),
         (format!("{n} mixed Assigned/Started/Completed on {n} tracked runners"), n, mixed(n)),
     ];
-    let mut rows: Vec<(String, &str, (Vec<Duration>, Vec<Duration>))> = Vec::new();
+    let mut rows: Vec<(String, &str, Samples)> = Vec::new();
     for (label, tracked, message) in shapes {
         for alone in [false, true] {
             let measured = if alone {
