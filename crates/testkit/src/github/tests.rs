@@ -269,3 +269,18 @@ async fn strict_headers_reject_actions_calls_without_the_api_version() {
     let (s, v) = http(&fake, "GET", &format!("{path}&api-version=6.0-preview"), Some(&token), None).await;
     assert_eq!((s, v["count"].as_i64()), (200, Some(1)));
 }
+
+#[tokio::test]
+async fn max_batch_can_be_raised_at_run_time_to_deliver_a_burst_in_one_message() {
+    let fake = FakeGitHub::start(FakeGitHubConfig::default()).await.unwrap();
+    let ss = fake.create_scale_set("mac", &["mac"]);
+    for _ in 0..120 {
+        fake.enqueue_job(JobSpec::new(["mac"]));
+    }
+    let (first, events) = fake.lock().next_message(ss, 0).unwrap();
+    assert_eq!(events.len(), 50, "the default batch is 50 job messages");
+    fake.set_max_batch(1000);
+    let (_, events) = fake.lock().next_message(ss, first).unwrap();
+    assert_eq!(events.len(), 70, "the rest arrives together once the batch is raised");
+    assert!(events.iter().all(|e| e["messageType"] == "JobAssigned"));
+}
