@@ -32,6 +32,11 @@ use metered::{MeteredGitHub, MeteredQueue, MeteredVms};
 pub use oneshot::{check_connectivity, reconcile_once};
 use runtime::{ClientSet, FleetBuilder};
 
+/// SSH probes (and VMs examined by a reconcile pass) at the same time: a pass over up to
+/// this many unreachable VMs costs about one probe timeout. Blocking threads exist only
+/// while probes run.
+pub const PROBE_SLOTS: usize = 512;
+
 /// Longest silence of a scale set's loop before `/healthz` reports it stalled.
 const HEARTBEAT_SILENCE: Duration = Duration::from_secs(180);
 
@@ -43,6 +48,8 @@ pub struct Clients {
     pub orka: HashMap<String, Arc<OrkaClient>>,
     /// SSH into VMs.
     pub shell: Arc<Ssh2Shell>,
+    /// SSH for reconcile probes: every step bounded by `PROBE_TIMEOUT`, [`PROBE_SLOTS`] at once.
+    pub probe_shell: Arc<Ssh2Shell>,
 }
 
 impl Clients {
@@ -86,8 +93,14 @@ impl Clients {
         };
         let mut ssh = SshConfig::new(config.orka.vm_username.clone(), ssh_auth);
         ssh.max_concurrent = ssh.max_concurrent.max(config.runners.max_concurrent_provisions as usize * 2);
+        // Probes get their own shell whose every step is bounded by the probe timeout, so a
+        // black-hole VM frees its blocking thread and slot when its probe deadline passes,
+        // and enough slots for a whole reconcile pass to run at once.
+        let mut probing = ssh.clone().with_step_timeout(config.reconcile.probe_timeout);
+        probing.max_concurrent = PROBE_SLOTS;
         let shell = Arc::new(Ssh2Shell::new(ssh).context("configuring SSH")?);
-        Ok(Self { github, orka, shell })
+        let probe_shell = Arc::new(Ssh2Shell::new(probing).context("configuring SSH")?);
+        Ok(Self { github, orka, shell, probe_shell })
     }
 
     pub(super) fn orka_for(&self, scale_set: &ScaleSetSettings) -> Arc<OrkaClient> {
@@ -122,6 +135,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
                     }),
                     github: github.clone(),
                     shell: clients.shell.clone(),
+                    probe_shell: clients.probe_shell.clone(),
                 },
                 config.clone(),
                 scale_set.clone(),

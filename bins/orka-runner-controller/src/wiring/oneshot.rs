@@ -91,6 +91,7 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
             vms: clients.orka_for(scale_set),
             github: clients.github.clone(),
             shell: clients.shell.clone(),
+            probe_shell: clients.probe_shell.clone(),
         };
         let runtime = build_runtime(&set, config, scale_set, found.id, &version, None);
         let report = runtime.reconciler.reconcile_once(mode).await?;

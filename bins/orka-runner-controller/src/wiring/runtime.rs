@@ -27,6 +27,7 @@ pub(super) struct ClientSet {
     pub(super) vms: Arc<dyn VmBackend>,
     pub(super) github: Arc<dyn ScaleSetApi>,
     pub(super) shell: Arc<dyn VmShell>,
+    pub(super) probe_shell: Arc<dyn VmShell>,
 }
 
 /// Builds (and keeps) the fleet and reconciler of one scale set.
@@ -112,7 +113,12 @@ pub(super) fn build_runtime(
         unreachable_strikes: config.reconcile.unreachable_strikes,
     };
     reconciler_config.probe_timeout = config.reconcile.probe_timeout;
-    let reconciler = Reconciler::new(ReconcilerDeps { vms, github, shell }, fleet.clone(), reconciler_config);
+    reconciler_config.concurrency = super::PROBE_SLOTS;
+    let reconciler = Reconciler::new(
+        ReconcilerDeps { vms, github, shell: clients.probe_shell.clone() },
+        fleet.clone(),
+        reconciler_config,
+    );
     FleetRuntime { name: scale_set.name.clone(), fleet, reconciler, metrics }
 }
 
