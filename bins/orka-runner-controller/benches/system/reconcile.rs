@@ -60,7 +60,15 @@ pub async fn run(params: &Params) -> Result<()> {
                 secs(pass.exited),
                 pass.unreachable,
                 secs(target),
-                if wall <= target { "yes" } else { "**no**" },
+                match (wall <= target, pass.unreachable == unreachable) {
+                    (true, true) => "yes".to_owned(),
+                    (false, true) => "**no**".to_owned(),
+                    (on_time, false) => format!(
+                        "**no**: {} reachable VM(s) reported unreachable{}",
+                        pass.unreachable.saturating_sub(unreachable),
+                        if on_time { "" } else { ", and late" }
+                    ),
+                },
                 secs(go),
                 go.as_secs_f64() / wall.as_secs_f64()
             );
