@@ -18,11 +18,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use support::{ControllerProcess, PATIENCE, Scenario, eventually};
+use support::{PATIENCE, Scenario, eventually, explained, stop};
 use testkit::github::{JobId, JobState};
 use testkit::sshd::{
     HostLock, clean_vm_files, current_user, in_ci, is_root, skip_or_fail, sshd_installed, vm_paths,
@@ -76,14 +75,6 @@ fn real_sshd_world() -> WorldConfig {
     WorldConfig { nodes: 1, vms_per_node: 1, vm_backend: VmBackendKind::RealSshd, ..WorldConfig::default() }
 }
 
-/// Runs `body`; on failure appends every controller log to the error.
-async fn explained<T>(logs: &[PathBuf], body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    body.await.map_err(|e| {
-        let logs: Vec<String> = logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect();
-        anyhow::anyhow!("{e:#}\n--- controller logs ---\n{}", logs.join("\n---\n"))
-    })
-}
-
 /// The pid of the real run.sh, when the pid file names a live process running
 /// `/Users/<user>/actions-runner/run.sh`.
 fn live_run_sh(user: &str) -> Option<u32> {
@@ -126,16 +117,6 @@ async fn host_clean(user: &str, run_sh_pid: u32) -> Result<()> {
         (!alive(run_sh_pid) && vm_paths(user).iter().all(|p| !p.exists())).then_some(())
     })
     .await
-}
-
-/// SIGTERM, then require a clean exit 0.
-async fn stop(controller: &mut ControllerProcess) -> Result<()> {
-    controller.sigterm()?;
-    let status = controller.wait_exit(Duration::from_secs(60)).await?;
-    if !status.success() {
-        bail!("SIGTERM must end the controller with 0, got {status:?}");
-    }
-    Ok(())
 }
 
 async fn scenario_1_initial_run(user: &str) -> Result<()> {

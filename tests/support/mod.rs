@@ -5,9 +5,11 @@
 
 pub mod process;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use testkit::github::{JobId, JobState};
 use testkit::world::{World, WorldConfig};
 
 pub use process::{ControllerProcess, eventually};
@@ -49,4 +51,32 @@ impl Scenario {
         })
         .await
     }
+}
+
+/// Runs `body`; on failure appends every controller log to the error.
+pub async fn explained<T>(logs: &[PathBuf], body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    body.await.map_err(|e| {
+        let logs: Vec<String> = logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect();
+        anyhow::anyhow!("{e:#}\n--- controller logs ---\n{}", logs.join("\n---\n"))
+    })
+}
+
+/// Waits until `job` runs and returns the name of the runner (= VM) running it.
+pub async fn running_on(s: &Scenario, job: JobId) -> Result<String> {
+    eventually("the job runs on a runner", PATIENCE, || async {
+        let state = s.world.github.state();
+        let job = state.job(job)?;
+        (job.state == JobState::Running).then(|| job.runner_name.clone()).flatten()
+    })
+    .await
+}
+
+/// SIGTERM, then require a clean exit 0.
+pub async fn stop(controller: &mut ControllerProcess) -> Result<()> {
+    controller.sigterm()?;
+    let status = controller.wait_exit(Duration::from_secs(60)).await?;
+    if !status.success() {
+        bail!("SIGTERM must end the controller with 0, got {status:?}");
+    }
+    Ok(())
 }
