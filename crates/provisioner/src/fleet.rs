@@ -233,8 +233,9 @@ impl Fleet {
 
     /// The periodic resync: forget old jobs, plan and act, retry failed cleanups, and —
     /// every `probe_interval` — check that online runners' VMs still exist and probe them
-    /// (run sentinel → finish; run.sh dead → retire; unreachable N times and not busy on
-    /// GitHub → retire; idle longer than `max_idle` → recycle). Overlapping calls return at once.
+    /// (run sentinel → finish; run.sh dead → retire; unreachable N times, no job on it per
+    /// job messages and not busy on GitHub → retire; idle longer than `max_idle` → recycle).
+    /// Overlapping calls return at once.
     pub async fn tick(&self) {
         let Ok(_guard) = self.shared.tick_lock.try_lock() else { return };
         let now = Instant::now();
@@ -382,6 +383,15 @@ impl Fleet {
         let mut names: Vec<_> = st.seen_runner_names.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Whether job messages say a job runs on the runner `name`: a `JobStarted` named it
+    /// and the same job's `JobCompleted` has not arrived (within the job retention). This,
+    /// not the `busy` flag of GitHub's runner list (which reports scale-set runners idle
+    /// while they run a job), is the controller's own evidence of a busy runner it does not
+    /// track.
+    pub fn job_running_on(&self, name: &str) -> bool {
+        self.shared.lock().jobs.running_on(name)
     }
 
     /// Forgets a name returned by [`Fleet::seen_runner_names`] (its registration is handled).

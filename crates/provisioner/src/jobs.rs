@@ -96,6 +96,11 @@ impl JobBook {
         self.jobs.get(key).map(|r| &r.state)
     }
 
+    /// Whether a job runs on `runner`: a `JobStarted` named it and the job has not completed.
+    pub fn running_on(&self, runner: &str) -> bool {
+        self.jobs.values().any(|r| matches!(&r.state, JobState::Started { runner: on } if on == runner))
+    }
+
     /// Jobs assigned by a body within `window` that no runner started and that did not complete.
     pub fn known_waiting(&self, now: Instant, window: Duration) -> u32 {
         self.jobs
@@ -172,6 +177,24 @@ mod tests {
         assert_eq!(book.known_waiting(now + WINDOW, WINDOW), 0);
         book.forget_older_than(now + Duration::from_secs(3600), Duration::from_secs(600));
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_job_runs_on_a_runner_from_its_start_until_its_completion() {
+        let now = Instant::now();
+        let mut book = JobBook::new();
+        assert!(!book.running_on("r"));
+        book.record("j", JobState::Assigned, now);
+        assert!(!book.running_on("r"));
+        book.record("j", JobState::Started { runner: "r".into() }, now);
+        assert!(book.running_on("r"));
+        assert!(!book.running_on("s"));
+        book.record("j", JobState::Completed { result: JobResult::Failed }, now);
+        assert!(!book.running_on("r"));
+        // Started and completed in one batch, or completed first: not running.
+        book.record("k", JobState::Completed { result: JobResult::Succeeded }, now);
+        book.record("k", JobState::Started { runner: "s".into() }, now);
+        assert!(!book.running_on("s"));
     }
 
     #[test]

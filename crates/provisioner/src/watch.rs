@@ -7,7 +7,7 @@
 //! | VM missing from Orka, or `Failed` | `VmVanished` → deregister (delete is a no-op) |
 //! | run sentinel present | `RunCompleteSeen` → finishing (covers a `JobCompleted` consumed by a dead process) |
 //! | setup done, run.sh dead, no run sentinel | `RunnerDied` → deregister + delete |
-//! | probe failed or could not tell, `probe_strikes` times in a row, GitHub not reporting it busy | `RunnerDied` (unreachable) |
+//! | probe failed or could not tell, `probe_strikes` times in a row, no job on it per job messages (stage not `Busy`), GitHub not reporting it busy | `RunnerDied` (unreachable) |
 //! | idle (no job) longer than `max_idle` | `Retire` (recycled) |
 //! | anything else | strikes reset |
 
@@ -146,13 +146,22 @@ impl Shared {
     }
 
     async fn probe_failed(self: &Arc<Self>, name: &str) {
-        let strikes = {
+        let (strikes, stage) = {
             let mut st = self.lock();
             let Some(entry) = st.runners.get_mut(name) else { return };
             entry.probe_failures += 1;
-            entry.probe_failures
+            (entry.probe_failures, entry.stage)
         };
         if strikes < self.config.probe_strikes {
+            return;
+        }
+        if stage == RunnerStage::Busy {
+            // A job message said a job runs on it. GitHub's runner list reports scale-set
+            // runners idle while they run a job, so its `busy: false` cannot overrule that:
+            // the job's end (a message, the run sentinel) or the VM vanishing lets it go.
+            if strikes == self.config.probe_strikes {
+                tracing::warn!(runner = %name, strikes, "probe keeps failing but a job runs on the runner; keeping it until the job ends");
+            }
             return;
         }
         let lookup =

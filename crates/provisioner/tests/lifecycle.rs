@@ -444,3 +444,33 @@ async fn drain_stops_cleanups_that_outlive_its_deadline() {
     assert_eq!(lab.stage_of(&name), Some(RunnerStage::DeletingVm), "left for the next process to reconcile");
     assert!(!lab.github.is_registered(&name), "deregistered before the VM deletion started");
 }
+
+/// GitHub's runner list reports scale-set runners idle while they run a job: a runner a
+/// `JobStarted` message made busy is never retired because the list says `busy: false`,
+/// however often its probe fails. Its job's end (a message or the run sentinel) or its VM
+/// vanishing lets it go.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_runner_busy_per_job_message_is_kept_although_the_list_says_idle() {
+    let lab = Lab::new(config());
+    lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
+    lab.settle().await;
+    let name = lab.only_runner();
+    lab.deliver(&msg(2, stats(1, 1), vec![started("j1", &name)])).await;
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Busy));
+    // The list keeps saying idle; the VM stops answering SSH.
+    lab.github.set_busy(&name, false);
+    lab.shell.set_unreachable(&name, true);
+    for _ in 0..6 {
+        lab.fleet.tick().await;
+        lab.settle().await;
+    }
+    assert_eq!(lab.stage_of(&name), Some(RunnerStage::Busy), "a job message says busy: kept");
+    assert!(lab.orka.exists(&name));
+    assert!(lab.github.is_registered(&name));
+    assert_eq!(lab.fleet.counters().retired.get(&RetireReason::Unreachable), None);
+
+    // The job's end is what lets it go.
+    lab.deliver(&msg(3, stats(0, 0), vec![completed("j1", &name, "failed")])).await;
+    lab.settle().await;
+    lab.assert_clean();
+}
