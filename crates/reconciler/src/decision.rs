@@ -1,23 +1,34 @@
 //! The per-VM reconcile decision, a pure function of the evidence.
 //!
-//! | # | Orka | GitHub runner | SSH probe | Action | Reason |
-//! |---|------|---------------|-----------|--------|--------|
-//! | 1 | `Failed` | any | any | delete | VM failed |
-//! | 2 | `Pending`, younger than the deploy deadline | any | any | re-check | still deploying |
-//! | 3 | `Pending`, past the deploy deadline | any | any | delete | deploy abandoned |
-//! | 4 | `Running` | lookup error | any | re-check | GitHub unknown: never delete on a lookup error |
-//! | 5 | `Running` | absent | any | delete | no runner registration |
-//! | 6 | `Running` | busy | unreachable / could not tell / auth failure | adopt | GitHub says a job runs |
-//! | 7 | `Running` | idle / offline / unknown | unreachable or could not tell, fewer than N strikes | re-check | probe failed |
-//! | 8 | `Running` | idle / offline / unknown | unreachable or could not tell, N strikes | delete | unreachable |
-//! | 9 | `Running` | idle / offline / unknown | auth failure | delete | credentials rejected, runner cannot be inspected |
-//! | 10 | `Running` | present | setup sentinel missing | delete | setup never completed |
-//! | 11 | `Running` | present | run sentinel present | clean up | run finished, cleanup missed |
-//! | 12 | `Running` | present | setup done, run.sh not alive, no run sentinel | delete | run.sh crashed |
-//! | 13 | `Running` | present | setup done, run.sh alive | adopt | runner running |
+//! | # | Orka | GitHub runner | Job messages | SSH probe | Action | Reason |
+//! |---|------|---------------|--------------|-----------|--------|--------|
+//! | 1 | `Failed` | any | any | any | delete | VM failed |
+//! | 2 | `Pending`, younger than the deploy deadline | any | any | any | re-check | still deploying |
+//! | 3 | `Pending`, past the deploy deadline | any | any | any | delete | deploy abandoned |
+//! | 4 | `Running` | lookup error | any | any | re-check | GitHub unknown: never delete on a lookup error |
+//! | 5 | `Running` | absent | any | any | delete | no runner registration |
+//! | 6a | `Running` | busy | any | unreachable / could not tell / auth failure | adopt (busy) | GitHub says a job runs |
+//! | 6b | `Running` | idle / offline / unknown | a job runs on it | unreachable / could not tell / auth failure | adopt (busy) | a job message says a job runs |
+//! | 7 | `Running` | idle / offline / unknown | no job | unreachable or could not tell, fewer than N strikes | strike again | probe failed |
+//! | 8 | `Running` | idle / offline / unknown | no job | unreachable or could not tell, N strikes | delete | unreachable |
+//! | 9 | `Running` | idle / offline / unknown | no job | auth failure | delete | credentials rejected, runner cannot be inspected |
+//! | 10 | `Running` | present | any | setup sentinel missing | delete | setup never completed |
+//! | 11 | `Running` | present | any | run sentinel present | clean up | run finished, cleanup missed |
+//! | 12 | `Running` | present | any | setup done, run.sh not alive, no run sentinel | delete | run.sh crashed |
+//! | 13 | `Running` | present | any | setup done, run.sh alive | adopt | runner running |
 //!
 //! "Could not tell" on any probe answer the row needs counts as a probe failure (rows
 //! 6–8), never as "no". Rows 10–13 read the answers in that order.
+//!
+//! **Busy evidence.** GitHub's runner list reports scale-set runners idle while they run
+//! a job, and `JobStarted` and `JobCompleted` can arrive in one batch. So `busy: true`
+//! from the list, or a job message ("a job runs on it": a `JobStarted` named the runner
+//! and the job's `JobCompleted` has not arrived), each keeps a VM whose probe failed
+//! (rows 6a/6b), while `busy: false` is never read as "idle": no row deletes a VM because
+//! the list says `busy: false`. Rows 8 and 9 delete on a failed probe *and* no busy
+//! evidence from either source; rows 10–12 delete on what the probe found inside the VM.
+//! And every deletion goes through the fleet's deregistration first, which GitHub refuses
+//! while a job runs (`JobStillRunning`: the VM is kept and the runner tracked as busy).
 //!
 //! How the evidence is read (see the crate's `evidence` module):
 //!
@@ -27,10 +38,16 @@
 //! * The probe runs only for a `Running` VM whose runner GitHub knows; otherwise it is
 //!   `NotProbed` (rows 1–5 do not need it), so a VM without a registration is never
 //!   SSH'd into.
-//! * "N strikes" counts consecutive *acting* passes with a failed probe (dry runs do not
-//!   count); a conclusive probe clears it.
+//! * "N strikes" counts consecutive failed probes. Row 7 is not an end state of a pass:
+//!   the pass probes the VM again (a *quick strike*, each strike starting at least one
+//!   probe timeout after the previous one) until the probe is conclusive, the evidence
+//!   changes (busy, lookup error, tracked by the fleet) or the VM strikes out — so the
+//!   rule completes in about N × the probe timeout, whatever the reconcile interval.
+//!   Strikes are remembered across acting passes (a pass that stopped early resumes the
+//!   count); a dry run strikes too but remembers nothing. A conclusive probe clears them.
 //! * Not in the table because never examined: VMs another scale set owns (exact name
-//!   match) and VMs the fleet tracks (provisioning, online or being cleaned up).
+//!   match) and VMs the fleet tracks (provisioning, online or being cleaned up) — checked
+//!   again before every strike and before acting.
 //! * Delete and clean up go through the fleet: deregister first (clean up waits for the
 //!   runner to leave by itself), then delete; `JobStillRunning` keeps the VM and hands
 //!   the runner to the fleet as busy.
@@ -92,8 +109,13 @@ pub struct Evidence {
     pub runner: RunnerEvidence,
     /// SSH probe.
     pub probe: ProbeEvidence,
-    /// Consecutive earlier reconcile passes in which this VM's probe failed.
+    /// Consecutive earlier failed probes of this VM (strikes), from earlier passes and
+    /// earlier strikes of this pass.
     pub previous_probe_failures: u32,
+    /// A job message says a job runs on this runner (a `JobStarted` named it and the
+    /// job's `JobCompleted` has not arrived). The controller's own busy evidence: GitHub's
+    /// runner list reports scale-set runners idle while they run a job.
+    pub job_running: bool,
 }
 
 /// Thresholds of the decision.
@@ -101,7 +123,7 @@ pub struct Evidence {
 pub struct ReconcilePolicy {
     /// A `Pending` VM older than this is abandoned.
     pub deploy_deadline: Duration,
-    /// Probe failures (this pass included) before an unreachable VM is deleted.
+    /// Failed probes (strikes, the current one included) before an unreachable VM is deleted.
     pub unreachable_strikes: u32,
 }
 
@@ -139,6 +161,8 @@ pub enum Reason {
     NoRunner,
     /// GitHub reports the runner busy although the VM could not be probed.
     BusyPerGithub,
+    /// A job message says a job runs on the runner although the VM could not be probed.
+    BusyPerJobMessage,
     /// The probe failed; not enough strikes yet.
     ProbeFailed,
     /// The probe failed on enough consecutive passes.
@@ -165,6 +189,7 @@ impl Reason {
             Reason::GithubUnknown => "github_lookup_failed",
             Reason::NoRunner => "no_runner",
             Reason::BusyPerGithub => "busy_per_github",
+            Reason::BusyPerJobMessage => "busy_per_job_message",
             Reason::ProbeFailed => "probe_failed",
             Reason::Unreachable => "unreachable",
             Reason::AuthRejected => "ssh_auth_rejected",
@@ -205,10 +230,18 @@ pub fn decide(evidence: &Evidence, policy: &ReconcilePolicy) -> Decision {
         RunnerEvidence::Absent => return decision(Delete, Reason::NoRunner),
         _ => {}
     }
-    let busy_per_github = evidence.runner == RunnerEvidence::Busy;
+    // Busy evidence: GitHub's `busy` flag, or a job message. The list's `busy: false` is
+    // never evidence of idleness (it reports scale-set runners idle while they run a job).
+    let busy = if evidence.runner == RunnerEvidence::Busy {
+        Some(Reason::BusyPerGithub)
+    } else if evidence.job_running {
+        Some(Reason::BusyPerJobMessage)
+    } else {
+        None
+    };
     let probe_failed = || {
-        if busy_per_github {
-            decision(Adopt, Reason::BusyPerGithub)
+        if let Some(reason) = busy {
+            decision(Adopt, reason)
         } else if evidence.previous_probe_failures + 1 >= policy.unreachable_strikes {
             decision(Delete, Reason::Unreachable)
         } else {
@@ -217,8 +250,12 @@ pub fn decide(evidence: &Evidence, policy: &ReconcilePolicy) -> Decision {
     };
     let report = match evidence.probe {
         ProbeEvidence::Report(report) => report,
-        ProbeEvidence::AuthFailed if busy_per_github => return decision(Adopt, Reason::BusyPerGithub),
-        ProbeEvidence::AuthFailed => return decision(Delete, Reason::AuthRejected),
+        ProbeEvidence::AuthFailed => {
+            return match busy {
+                Some(reason) => decision(Adopt, reason),
+                None => decision(Delete, Reason::AuthRejected),
+            };
+        }
         ProbeEvidence::Unreachable | ProbeEvidence::NotProbed => return probe_failed(),
     };
     match (report.setup_complete, report.run_complete, report.runner_alive) {
@@ -249,7 +286,13 @@ mod tests {
     }
 
     fn running(runner: RunnerEvidence, probe: ProbeEvidence) -> Evidence {
-        Evidence { orka: OrkaEvidence::Running, runner, probe, previous_probe_failures: 0 }
+        Evidence {
+            orka: OrkaEvidence::Running,
+            runner,
+            probe,
+            previous_probe_failures: 0,
+            job_running: false,
+        }
     }
 
     fn check(evidence: Evidence, action: Action, reason: Reason) {
@@ -338,6 +381,44 @@ mod tests {
         ];
         for (row, evidence, action, reason) in rows {
             assert_eq!(decide(&evidence, &POLICY), Decision { action, reason }, "row {row}: {evidence:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_message_is_busy_evidence_and_the_lists_busy_false_is_never_idleness() {
+        let job = |runner, probe, strikes| Evidence {
+            previous_probe_failures: strikes,
+            job_running: true,
+            ..running(runner, probe)
+        };
+        for runner in [R::Idle, R::Offline, R::Unknown] {
+            for probe in [ProbeEvidence::Unreachable, ProbeEvidence::AuthFailed, report(Yes, No, Unknown)] {
+                for strikes in [0, 2, 100] {
+                    check(job(runner, probe, strikes), Action::Adopt, Reason::BusyPerJobMessage);
+                }
+            }
+        }
+        // GitHub's own busy flag names the reason first.
+        check(job(R::Busy, ProbeEvidence::Unreachable, 5), Action::Adopt, Reason::BusyPerGithub);
+        // A lookup error still never deletes; a conclusive probe still decides.
+        check(
+            job(R::LookupError, ProbeEvidence::Unreachable, 5),
+            Action::RecheckLater,
+            Reason::GithubUnknown,
+        );
+        check(job(R::Idle, report(Yes, Yes, No), 0), Action::CleanUp, Reason::RunFinished);
+        check(job(R::Idle, report(Yes, No, Yes), 0), Action::Adopt, Reason::RunnerRunning);
+        // No delete row is reached with busy evidence from either source and a failed probe.
+        for runner in [R::Idle, R::Offline, R::Unknown, R::Busy] {
+            for probe in [ProbeEvidence::Unreachable, ProbeEvidence::AuthFailed, report(Unknown, No, No)] {
+                for job_running in [false, true] {
+                    let evidence =
+                        Evidence { previous_probe_failures: 10, job_running, ..running(runner, probe) };
+                    let busy = job_running || runner == R::Busy;
+                    let deleted = decide(&evidence, &POLICY).action == Action::Delete;
+                    assert_eq!(deleted, !busy, "{evidence:?}");
+                }
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Gathering the evidence about one VM: its Orka status, the GitHub runner of the same
 //! name, and an SSH probe — each with a deadline, an error kept as evidence rather than
 //! raised. The probe runs only when the decision needs it (a `Running` VM whose runner
-//! GitHub knows), so a VM without a registration is never SSH'd into.
+//! GitHub knows), so a VM without a registration is never SSH'd into. Lookups and probes
+//! take a slot of the pass first; a deadline starts only once the slot is held.
 //!
 //! Owns no decision: it produces [`Evidence`] for [`crate::decide`].
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use github_scaleset::{RunnerRecord, RunnerState, ScaleSetApi};
 use orka_client::{Vm, VmStatus};
+use tokio::sync::Semaphore;
 use vm_probe::{ShellError, SshTarget, VmShell};
 
 use crate::decision::{Evidence, OrkaEvidence, ProbeEvidence, RunnerEvidence};
@@ -43,44 +45,47 @@ pub(crate) fn runner_evidence(record: Option<&RunnerRecord>) -> RunnerEvidence {
     }
 }
 
-/// Everything known about one VM, plus the runner record (needed to adopt).
-pub(crate) async fn gather(
-    vm: &Vm,
-    orka: OrkaEvidence,
-    previous_probe_failures: u32,
-    github: &dyn ScaleSetApi,
-    shell: &dyn VmShell,
-    deadlines: Deadlines,
-) -> (Evidence, Option<RunnerRecord>) {
-    let mut evidence = Evidence {
-        orka,
-        runner: RunnerEvidence::Unknown,
-        probe: ProbeEvidence::NotProbed,
-        previous_probe_failures,
-    };
-    if orka != OrkaEvidence::Running {
-        return (evidence, None);
+/// How many GitHub lookups and SSH probes of a pass run at once. A VM waits for its slot
+/// before its deadline starts, so queueing never reads as a timeout.
+pub(crate) struct Slots {
+    lookups: Semaphore,
+    probes: Semaphore,
+}
+
+impl Slots {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        let n = concurrency.max(1);
+        Self { lookups: Semaphore::new(n), probes: Semaphore::new(n) }
     }
-    let record = match tokio::time::timeout(deadlines.github, github.get_runner_by_name(&vm.name)).await {
-        Ok(Ok(record)) => record,
+}
+
+/// The GitHub runner of the VM's name; `Err(())` on a lookup error or timeout (logged).
+pub(crate) async fn lookup_runner(
+    vm: &Vm,
+    github: &dyn ScaleSetApi,
+    deadline: Duration,
+    slots: &Slots,
+) -> Result<Option<RunnerRecord>, ()> {
+    let _slot = slots.lookups.acquire().await.map_err(|_| ())?;
+    match tokio::time::timeout(deadline, github.get_runner_by_name(&vm.name)).await {
+        Ok(Ok(record)) => Ok(record),
         Ok(Err(e)) => {
             tracing::warn!(vm = %vm.name, error = &e as &dyn std::error::Error, "runner lookup failed");
-            evidence.runner = RunnerEvidence::LookupError;
-            return (evidence, None);
+            Err(())
         }
         Err(_) => {
             tracing::warn!(vm = %vm.name, "runner lookup timed out");
-            evidence.runner = RunnerEvidence::LookupError;
-            return (evidence, None);
+            Err(())
         }
-    };
-    evidence.runner = runner_evidence(record.as_ref());
-    if record.is_none() {
-        return (evidence, None);
     }
-    let Some((host, port)) = vm.ssh_endpoint() else { return (evidence, record) };
+}
+
+/// One SSH probe of the VM, its deadline starting when it gets a probe slot.
+async fn probe_vm(vm: &Vm, shell: &dyn VmShell, deadline: Duration, slots: &Slots) -> ProbeEvidence {
+    let Some((host, port)) = vm.ssh_endpoint() else { return ProbeEvidence::NotProbed };
     let target = SshTarget { host, port };
-    evidence.probe = match tokio::time::timeout(deadlines.probe, shell.probe(&target)).await {
+    let Ok(_slot) = slots.probes.acquire().await else { return ProbeEvidence::NotProbed };
+    match tokio::time::timeout(deadline, shell.probe(&target)).await {
         Ok(Ok(report)) => ProbeEvidence::Report(report),
         Ok(Err(ShellError::AuthFailed { .. })) => ProbeEvidence::AuthFailed,
         Ok(Err(e)) => {
@@ -88,10 +93,42 @@ pub(crate) async fn gather(
             ProbeEvidence::Unreachable
         }
         Err(_) => {
-            tracing::info!(vm = %vm.name, after = ?deadlines.probe, "probe timed out");
+            tracing::info!(vm = %vm.name, after = ?deadline, "probe timed out");
             ProbeEvidence::Unreachable
         }
+    }
+}
+
+/// Everything known about one VM, plus the runner record (needed to adopt). Job-message
+/// evidence is the caller's (it reads the fleet just before deciding).
+pub(crate) async fn gather(
+    vm: &Vm,
+    orka: OrkaEvidence,
+    previous_probe_failures: u32,
+    github: &dyn ScaleSetApi,
+    shell: &dyn VmShell,
+    deadlines: Deadlines,
+    slots: &Slots,
+) -> (Evidence, Option<RunnerRecord>) {
+    let mut evidence = Evidence {
+        orka,
+        runner: RunnerEvidence::Unknown,
+        probe: ProbeEvidence::NotProbed,
+        previous_probe_failures,
+        job_running: false,
     };
+    if orka != OrkaEvidence::Running {
+        return (evidence, None);
+    }
+    let Ok(record) = lookup_runner(vm, github, deadlines.github, slots).await else {
+        evidence.runner = RunnerEvidence::LookupError;
+        return (evidence, None);
+    };
+    evidence.runner = runner_evidence(record.as_ref());
+    if record.is_none() {
+        return (evidence, None);
+    }
+    evidence.probe = probe_vm(vm, shell, deadlines.probe, slots).await;
     (evidence, record)
 }
 

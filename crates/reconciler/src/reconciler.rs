@@ -4,6 +4,16 @@
 //! The startup sweep is simply the first activation of [`Reconciler::run_periodic`];
 //! [`Reconciler::trigger`] asks for an extra one.
 //!
+//! Each VM is examined on its own: its decision is carried out as soon as its own evidence
+//! is complete, so a VM that needs no probe (no registration, `Failed`, pending past the
+//! deadline) goes at once, not after the slowest probe of the pass. A VM whose probe
+//! failed is probed again within the pass (quick strikes, one probe timeout apart) until
+//! the probe is conclusive, the evidence changes or it strikes out. Before every strike
+//! and before acting, the safety rules are checked again with fresh evidence: tracked by
+//! the fleet → left to it; a job message or GitHub says busy → adopted as busy; a GitHub
+//! lookup error → looked at again later. The pass's table is returned (and logged) at the
+//! end.
+//!
 //! Never touched: VMs whose name another scale set owns (`mac` never claims
 //! `mac-large-x7k2p`), VMs the fleet tracks (provisioning, online or being cleaned up), and
 //! anything while the evidence is inconclusive (a GitHub lookup error re-checks later).
@@ -16,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use github_scaleset::{RunnerState, ScaleSetApi, ScaleSetError};
 use orka_client::{Vm, VmBackend, VmStatus, naming};
 use provisioner::{Fleet, RetireReason};
@@ -24,9 +35,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vm_probe::VmShell;
 
-use crate::decision::{Action, Decision, Evidence, OrkaEvidence, ReconcilePolicy, decide};
+use crate::decision::{Action, Decision, Evidence, OrkaEvidence, Reason, ReconcilePolicy, decide};
 use crate::error::ReconcileError;
-use crate::evidence::{Deadlines, gather, orka_evidence, probe_failed};
+use crate::evidence::{
+    Deadlines, Slots, gather, lookup_runner, orka_evidence, probe_failed, runner_evidence,
+};
 
 /// The seams the reconciler reads the world through (it acts through the fleet).
 #[derive(Clone)]
@@ -48,13 +61,16 @@ pub struct ReconcilerConfig {
     pub scale_set_id: i64,
     /// Thresholds of the decision table.
     pub policy: ReconcilePolicy,
-    /// Deadline of one VM's SSH probe.
+    /// Deadline of one VM's SSH probe; also the spacing of quick strikes (each strike of a
+    /// VM starts at least this long after its previous one).
     pub probe_timeout: Duration,
     /// Deadline of one GitHub runner lookup.
     pub github_timeout: Duration,
     /// Deadline of listing the VMs.
     pub list_timeout: Duration,
-    /// VMs examined at the same time: N unreachable VMs cost ⌈N / concurrency⌉ timeouts.
+    /// GitHub lookups, and separately SSH probes, in flight at once. Every VM's
+    /// examination starts at once (a VM needing no probe never waits behind probes); N
+    /// probes cost ⌈N / concurrency⌉ timeouts.
     pub concurrency: usize,
 }
 
@@ -163,9 +179,28 @@ pub struct ReconcileReport {
     pub registrations_removed: Vec<String>,
 }
 
+impl ReconcileReport {
+    /// The table in one line for logs: how many VMs got each action and reason, e.g.
+    /// `delete/no_runner=50 delete/unreachable=50 adopt/busy_per_github=5`, most frequent
+    /// first.
+    pub fn summary(&self) -> String {
+        let mut counts: HashMap<(&'static str, &'static str), usize> = HashMap::new();
+        for row in &self.rows {
+            *counts.entry((row.action_label(), row.reason_label())).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        counts
+            .iter()
+            .map(|((action, reason), n)| format!("{action}/{reason}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 #[derive(Default)]
 struct Memory {
-    /// Consecutive passes in which a VM's probe failed.
+    /// Consecutive failed probes of a VM (quick strikes and earlier passes).
     strikes: HashMap<String, u32>,
     /// When a VM was first seen pending (its age for the deploy deadline).
     pending_since: HashMap<String, Instant>,
@@ -218,6 +253,7 @@ impl Reconciler {
                     tracing::info!(
                         vms = report.rows.len(),
                         acted,
+                        decisions = %report.summary(),
                         registrations_removed = report.registrations_removed.len(),
                         "reconcile pass"
                     );
@@ -233,7 +269,8 @@ impl Reconciler {
         }
     }
 
-    /// One pass: list, examine in parallel, decide, and (in [`Mode::Act`]) execute.
+    /// One pass: list, then examine every VM in parallel, each decided and (in
+    /// [`Mode::Act`]) acted on as soon as its own evidence is complete; returns the table.
     pub async fn reconcile_once(&self, mode: Mode) -> Result<ReconcileReport, ReconcileError> {
         let _pass = self.pass.lock().await;
         let listed = tokio::time::timeout(self.config.list_timeout, self.deps.vms.list_vms())
@@ -262,51 +299,25 @@ impl Reconciler {
                 })
                 .collect()
         };
-        let deadlines = Deadlines { github: self.config.github_timeout, probe: self.config.probe_timeout };
-        let github = &*self.deps.github;
-        let shell = &*self.deps.shell;
-        let examined: Vec<_> = futures::stream::iter(inputs)
-            .map(|(vm, orka, strikes)| async move {
-                let (evidence, record) = gather(&vm, orka, strikes, github, shell, deadlines).await;
-                (vm, evidence, record)
-            })
-            .buffer_unordered(self.config.concurrency.max(1))
+        let slots = Slots::new(self.config.concurrency);
+        let examined: Vec<DecisionRow> = inputs
+            .into_iter()
+            .map(|(vm, orka, strikes)| self.examine(vm, orka, strikes, mode, now, &slots))
+            .collect::<FuturesUnordered<_>>()
             .collect()
             .await;
 
-        let mut rows = Vec::new();
-        for vm in tracked {
-            rows.push(DecisionRow {
+        let mut rows: Vec<DecisionRow> = tracked
+            .into_iter()
+            .map(|vm| DecisionRow {
                 vm: vm.name,
                 status: vm.status,
                 evidence: None,
                 decision: None,
                 applied: false,
-            });
-        }
-        for (vm, evidence, record) in examined {
-            let decision = decide(&evidence, &self.config.policy);
-            let mut applied = false;
-            if mode == Mode::Act {
-                self.remember(&vm, &evidence, decision, now);
-                applied = self.execute(&vm, decision, record).await;
-            }
-            tracing::info!(
-                vm = %vm.name,
-                action = ?decision.action,
-                reason = decision.reason.as_str(),
-                evidence = ?evidence,
-                dry_run = mode == Mode::DryRun,
-                "reconcile decision"
-            );
-            rows.push(DecisionRow {
-                vm: vm.name,
-                status: vm.status,
-                evidence: Some(evidence),
-                decision: Some(decision),
-                applied,
-            });
-        }
+            })
+            .collect();
+        rows.extend(examined);
         rows.sort_by(|a, b| a.vm.cmp(&b.vm));
 
         let registrations_removed = self.sweep_registrations(&present, mode).await;
@@ -317,6 +328,98 @@ impl Reconciler {
             memory.last_seen = present;
         }
         Ok(ReconcileReport { rows, registrations_removed })
+    }
+
+    /// One VM: gather, decide, strike again while the probe fails (each strike at least a
+    /// probe timeout after the previous one), confirm the evidence a destructive decision
+    /// rests on, act. Every strike re-reads everything (fleet, job messages, GitHub, probe).
+    async fn examine(
+        &self,
+        vm: Vm,
+        orka: OrkaEvidence,
+        mut strikes: u32,
+        mode: Mode,
+        now: Instant,
+        slots: &Slots,
+    ) -> DecisionRow {
+        let deadlines = Deadlines { github: self.config.github_timeout, probe: self.config.probe_timeout };
+        // Bounded: every extra round follows a strike, and N strikes decide "delete".
+        let max_rounds = self.config.policy.unreachable_strikes.max(1);
+        let mut round = 0;
+        let (mut evidence, mut record) = loop {
+            round += 1;
+            let strike_started = Instant::now();
+            if self.fleet.owns(&vm.name) {
+                return self.left_to_fleet(vm, None, mode);
+            }
+            let (mut evidence, record) =
+                gather(&vm, orka, strikes, &*self.deps.github, &*self.deps.shell, deadlines, slots).await;
+            evidence.job_running = self.fleet.job_running_on(&vm.name);
+            let decision = decide(&evidence, &self.config.policy);
+            let strike = decision.reason == Reason::ProbeFailed && probe_failed(&evidence.probe);
+            if !strike || round >= max_rounds {
+                break (evidence, record);
+            }
+            if mode == Mode::Act {
+                self.remember(&vm, &evidence, decision, now);
+            }
+            strikes += 1;
+            tracing::info!(vm = %vm.name, strikes, "probe failed; probing again");
+            tokio::time::sleep_until(strike_started + self.config.probe_timeout).await;
+        };
+
+        // Before acting: the fleet may have taken the VM, a job may have started, and the
+        // last probe may have taken a whole timeout — confirm what a deletion rests on.
+        if self.fleet.owns(&vm.name) {
+            return self.left_to_fleet(vm, Some(evidence), mode);
+        }
+        evidence.job_running = self.fleet.job_running_on(&vm.name);
+        let mut decision = decide(&evidence, &self.config.policy);
+        if matches!(decision.reason, Reason::Unreachable | Reason::AuthRejected) {
+            match lookup_runner(&vm, &*self.deps.github, self.config.github_timeout, slots).await {
+                Ok(fresh) => {
+                    evidence.runner = runner_evidence(fresh.as_ref());
+                    record = fresh;
+                }
+                Err(()) => evidence.runner = crate::RunnerEvidence::LookupError,
+            }
+            evidence.job_running = self.fleet.job_running_on(&vm.name);
+            decision = decide(&evidence, &self.config.policy);
+            if self.fleet.owns(&vm.name) {
+                return self.left_to_fleet(vm, Some(evidence), mode);
+            }
+        }
+
+        let mut applied = false;
+        if mode == Mode::Act {
+            self.remember(&vm, &evidence, decision, now);
+            let busy = evidence.job_running;
+            applied = self.execute(&vm, decision, record, busy).await;
+        }
+        tracing::info!(
+            vm = %vm.name,
+            action = ?decision.action,
+            reason = decision.reason.as_str(),
+            evidence = ?evidence,
+            dry_run = mode == Mode::DryRun,
+            "reconcile decision"
+        );
+        DecisionRow {
+            vm: vm.name,
+            status: vm.status,
+            evidence: Some(evidence),
+            decision: Some(decision),
+            applied,
+        }
+    }
+
+    /// The row of a VM the fleet started tracking while it was being examined.
+    fn left_to_fleet(&self, vm: Vm, evidence: Option<Evidence>, mode: Mode) -> DecisionRow {
+        tracing::info!(vm = %vm.name, "the fleet tracks the VM now; leaving it to the fleet");
+        if mode == Mode::Act {
+            self.memory.lock().unwrap_or_else(|p| p.into_inner()).strikes.remove(&vm.name);
+        }
+        DecisionRow { vm: vm.name, status: vm.status, evidence, decision: None, applied: false }
     }
 
     fn remember(&self, vm: &Vm, evidence: &Evidence, decision: Decision, now: Instant) {
@@ -339,17 +442,20 @@ impl Reconciler {
         }
     }
 
+    /// Hands the decision to the fleet. `job_running`: a job message says a job runs on
+    /// the runner, so it is adopted as busy whatever GitHub's list says.
     async fn execute(
         &self,
         vm: &Vm,
         decision: Decision,
         record: Option<github_scaleset::RunnerRecord>,
+        job_running: bool,
     ) -> bool {
         match decision.action {
             Action::RecheckLater => false,
             Action::Adopt => match record {
                 Some(record) => {
-                    let busy = record.state() == RunnerState::Busy;
+                    let busy = job_running || record.state() == RunnerState::Busy;
                     self.fleet.adopt(vm.clone(), record, busy).await
                 }
                 None => false,

@@ -1,6 +1,6 @@
 //! Reconcile passes: every decision-table row through `reconcile_once` with strict mocks,
-//! ownership, parallel probing on a paused clock, strikes across passes, the registration
-//! sweep, dry runs and the periodic driver.
+//! ownership, parallel probing on a paused clock, strikes within and across passes, the
+//! registration sweep, dry runs and the periodic driver.
 
 mod common;
 
@@ -50,15 +50,26 @@ fn record(name: &str, gh: Gh) -> Option<RunnerRecord> {
 }
 
 /// One VM through a dry-run pass with strict mocks: only the calls the row needs may happen.
-async fn dry_run_row(vm: Vm, gh: Gh, probe: Probe) -> (Action, Reason) {
+/// A failed probe (row 7) is struck again within the pass: `probes` is how many probes the
+/// row needs (a destructive decision after failed probes also looks GitHub up once more).
+async fn dry_run_row(vm: Vm, gh: Gh, probe: Probe, probes: usize) -> (Action, Reason) {
     let mut vms = MockVmBackend::new();
     let listed = vm.clone();
     vms.expect_list_vms().times(1).returning(move || Ok(vec![listed.clone()]));
     let mut github = MockScaleSetApi::new();
     let mut shell = MockVmShell::new();
     let name = vm.name.clone();
-    if vm.status == VmStatus::Running {
-        github.expect_get_runner_by_name().times(1).returning(move |n| match gh {
+    let confirm =
+        matches!((gh, probe), (Gh::Idle | Gh::Offline, Probe::Unreachable | Probe::Auth)) || probes > 1;
+    let lookups = if vm.status != VmStatus::Running {
+        0
+    } else if matches!(gh, Gh::Absent | Gh::Error) {
+        1
+    } else {
+        probes + usize::from(confirm)
+    };
+    if lookups > 0 {
+        github.expect_get_runner_by_name().times(lookups).returning(move |n| match gh {
             Gh::Error => {
                 Err(ScaleSetError::Http { status: 502, type_name: None, message: "bad gateway".into() })
             }
@@ -68,7 +79,7 @@ async fn dry_run_row(vm: Vm, gh: Gh, probe: Probe) -> (Action, Reason) {
     match probe {
         Probe::None => {}
         Probe::Report(setup, run, alive) => {
-            shell.expect_probe().times(1).returning(move |_| {
+            shell.expect_probe().times(probes).returning(move |_| {
                 Ok(ProbeReport {
                     setup_complete: setup,
                     run_complete: run,
@@ -78,7 +89,7 @@ async fn dry_run_row(vm: Vm, gh: Gh, probe: Probe) -> (Action, Reason) {
             });
         }
         Probe::Unreachable => {
-            shell.expect_probe().times(1).returning(|t| {
+            shell.expect_probe().times(probes).returning(|t| {
                 Err(ShellError::Timeout {
                     target: t.to_string(),
                     step: SshStep::Connect,
@@ -113,44 +124,55 @@ async fn every_row_of_the_decision_table_through_a_pass() {
     use Tri::{No, Unknown, Yes};
     let name = "mac-r0w00";
     let run = || running_vm(name);
-    let rows: Vec<(u8, Vm, Gh, Probe, Action, Reason)> = vec![
-        (1, vm_with_status(name, VmStatus::Failed), Gh::Busy, Probe::None, Action::Delete, Reason::VmFailed),
+    // Rows 7 → 8: a failed probe is struck again within the pass, 3 strikes in all.
+    let rows: Vec<(u8, Vm, Gh, Probe, usize, Action, Reason)> = vec![
+        (
+            1,
+            vm_with_status(name, VmStatus::Failed),
+            Gh::Busy,
+            Probe::None,
+            0,
+            Action::Delete,
+            Reason::VmFailed,
+        ),
         (
             2,
             vm_with_status(name, VmStatus::Pending),
             Gh::Idle,
             Probe::None,
+            0,
             Action::RecheckLater,
             Reason::StillDeploying,
         ),
-        (4, run(), Gh::Error, Probe::None, Action::RecheckLater, Reason::GithubUnknown),
-        (5, run(), Gh::Absent, Probe::None, Action::Delete, Reason::NoRunner),
-        (6, run(), Gh::Busy, Probe::Unreachable, Action::Adopt, Reason::BusyPerGithub),
-        (6, run(), Gh::Busy, Probe::Auth, Action::Adopt, Reason::BusyPerGithub),
-        (7, run(), Gh::Idle, Probe::Unreachable, Action::RecheckLater, Reason::ProbeFailed),
-        (7, run(), Gh::Offline, Probe::Report(Yes, No, Unknown), Action::RecheckLater, Reason::ProbeFailed),
-        (9, run(), Gh::Idle, Probe::Auth, Action::Delete, Reason::AuthRejected),
-        (10, run(), Gh::Idle, Probe::Report(No, No, No), Action::Delete, Reason::SetupIncomplete),
-        (11, run(), Gh::Offline, Probe::Report(Yes, Yes, No), Action::CleanUp, Reason::RunFinished),
-        (12, run(), Gh::Busy, Probe::Report(Yes, No, No), Action::Delete, Reason::RunnerCrashed),
-        (13, run(), Gh::Idle, Probe::Report(Yes, No, Yes), Action::Adopt, Reason::RunnerRunning),
+        (4, run(), Gh::Error, Probe::None, 0, Action::RecheckLater, Reason::GithubUnknown),
+        (5, run(), Gh::Absent, Probe::None, 0, Action::Delete, Reason::NoRunner),
+        (6, run(), Gh::Busy, Probe::Unreachable, 1, Action::Adopt, Reason::BusyPerGithub),
+        (6, run(), Gh::Busy, Probe::Auth, 1, Action::Adopt, Reason::BusyPerGithub),
+        (8, run(), Gh::Idle, Probe::Unreachable, 3, Action::Delete, Reason::Unreachable),
+        (8, run(), Gh::Offline, Probe::Report(Yes, No, Unknown), 3, Action::Delete, Reason::Unreachable),
+        (9, run(), Gh::Idle, Probe::Auth, 1, Action::Delete, Reason::AuthRejected),
+        (10, run(), Gh::Idle, Probe::Report(No, No, No), 1, Action::Delete, Reason::SetupIncomplete),
+        (11, run(), Gh::Offline, Probe::Report(Yes, Yes, No), 1, Action::CleanUp, Reason::RunFinished),
+        (12, run(), Gh::Busy, Probe::Report(Yes, No, No), 1, Action::Delete, Reason::RunnerCrashed),
+        (13, run(), Gh::Idle, Probe::Report(Yes, No, Yes), 1, Action::Adopt, Reason::RunnerRunning),
         // An `Other` status reads as still deploying; running without an endpoint too.
         (
             2,
             vm_with_status(name, VmStatus::Other("Scheduling".into())),
             Gh::Idle,
             Probe::None,
+            0,
             Action::RecheckLater,
             Reason::StillDeploying,
         ),
     ];
-    for (row, vm, gh, probe, action, reason) in rows {
-        assert_eq!(dry_run_row(vm, gh, probe).await, (action, reason), "row {row}");
+    for (row, vm, gh, probe, probes, action, reason) in rows {
+        assert_eq!(dry_run_row(vm, gh, probe, probes).await, (action, reason), "row {row}");
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn rows_3_and_8_need_time_and_repeated_passes() {
+async fn row_3_needs_time_and_row_8_quick_strikes_within_one_pass() {
     let lab = Lab::new();
     lab.orka.insert(vm_with_status("mac-pend1", VmStatus::Pending));
     lab.leftover("mac-unre1", Some(false), running());
@@ -158,39 +180,51 @@ async fn rows_3_and_8_need_time_and_repeated_passes() {
     let decisions = |report: &reconciler::ReconcileReport| {
         report.rows.iter().map(|r| (r.vm.clone(), r.decision.unwrap().reason)).collect::<Vec<_>>()
     };
+    // A dry run strikes within its pass too, but acts on nothing and remembers nothing.
+    let dry = lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
+    assert_eq!(
+        decisions(&dry),
+        vec![("mac-pend1".into(), Reason::StillDeploying), ("mac-unre1".into(), Reason::Unreachable)]
+    );
+    assert!(lab.orka.exists("mac-unre1"));
     let first = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
     assert_eq!(
         decisions(&first),
-        vec![("mac-pend1".into(), Reason::StillDeploying), ("mac-unre1".into(), Reason::ProbeFailed)]
+        vec![("mac-pend1".into(), Reason::StillDeploying), ("mac-unre1".into(), Reason::Unreachable)]
     );
-    // A dry run neither counts strikes nor acts.
-    lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
-    lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
-    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(first.rows[1].evidence.unwrap().previous_probe_failures, 2, "the third strike decided");
+    tokio::time::advance(Duration::from_secs(901)).await;
     let second = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
-    assert_eq!(decisions(&second)[1].1, Reason::ProbeFailed, "second strike");
-    assert!(lab.orka.exists("mac-unre1"));
-    tokio::time::advance(Duration::from_secs(601)).await;
-    let third = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
-    assert_eq!(
-        decisions(&third),
-        vec![("mac-pend1".into(), Reason::DeployAbandoned), ("mac-unre1".into(), Reason::Unreachable)]
-    );
+    assert_eq!(decisions(&second), vec![("mac-pend1".into(), Reason::DeployAbandoned)]);
     lab.settle().await;
     assert!(lab.orka.names().is_empty());
     assert!(lab.github.names().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_probe_that_recovers_clears_the_strikes() {
-    let lab = Lab::new();
+async fn strikes_carry_over_a_pass_that_stopped_early_and_a_conclusive_probe_clears_them() {
+    let t = reconciler_config().probe_timeout;
+    let lab = Arc::new(Lab::new());
     lab.leftover("mac-fl4ky", Some(false), running());
     lab.shell.set_unreachable("mac-fl4ky", true);
-    lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
-    lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
+    // First pass: one strike, then GitHub stops answering, so the pass stops early.
+    let pass = {
+        let lab = lab.clone();
+        tokio::spawn(async move { lab.reconciler.reconcile_once(Mode::Act).await.unwrap() })
+    };
+    tokio::time::sleep(t / 2).await;
+    *lab.github.fail_lookups.lock().unwrap() = 1;
+    let first = pass.await.unwrap();
+    assert_eq!(first.rows[0].decision.unwrap().reason, Reason::GithubUnknown);
+    // Second pass resumes the count: two more strikes decide.
+    let second = lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
+    assert_eq!(second.rows[0].decision.unwrap().reason, Reason::Unreachable);
+    assert_eq!(second.rows[0].evidence.unwrap().previous_probe_failures, 2);
+    // The VM answers again: adopted, strikes cleared.
     lab.shell.set_unreachable("mac-fl4ky", false);
     let report = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
     assert_eq!(report.rows[0].decision.unwrap().action, Action::Adopt);
+    assert_eq!(report.rows[0].evidence.unwrap().previous_probe_failures, 1);
     assert!(lab.fleet.owns("mac-fl4ky"));
 }
 
@@ -230,7 +264,7 @@ async fn foreign_vms_are_never_touched() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn fifty_unreachable_vms_are_decided_in_about_one_probe_timeout() {
+async fn fifty_unreachable_vms_strike_out_in_about_three_probe_timeouts() {
     let lab = Lab::new();
     *lab.shell.hang_when_unreachable.lock().unwrap() = true;
     for i in 0..50 {
@@ -242,10 +276,11 @@ async fn fifty_unreachable_vms_are_decided_in_about_one_probe_timeout() {
     let report = lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(report.rows.len(), 50);
-    assert!(report.rows.iter().all(|r| r.decision.unwrap().reason == Reason::ProbeFailed));
-    // Virtual time: the probes ran in parallel, so the pass cost one 20 s timeout, not 50.
-    assert!(elapsed >= Duration::from_secs(20), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(40), "{elapsed:?}");
+    assert!(report.rows.iter().all(|r| r.decision.unwrap().reason == Reason::Unreachable));
+    // Virtual time: the probes ran in parallel, so each of the three strikes cost one 20 s
+    // timeout, not 50.
+    assert!(elapsed >= Duration::from_secs(60), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(70), "{elapsed:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,8 +298,8 @@ async fn the_pool_bounds_parallel_probes() {
     lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_secs(60) && elapsed < Duration::from_secs(80),
-        "3 waves of 20 s: {elapsed:?}"
+        elapsed >= Duration::from_secs(180) && elapsed < Duration::from_secs(200),
+        "90 probes (30 VMs × 3 strikes) in waves of 10 × 20 s: {elapsed:?}"
     );
 }
 
@@ -289,8 +324,8 @@ async fn vms_the_fleet_tracks_are_left_to_it() {
 async fn registrations_whose_vm_is_gone_are_removed() {
     let lab = Lab::new();
     // A VM seen by one pass that vanishes before the next, leaving its registration.
-    lab.leftover("mac-v4n1s", Some(false), running());
-    lab.shell.set_unreachable("mac-v4n1s", true);
+    lab.orka.insert(vm_with_status("mac-v4n1s", VmStatus::Pending));
+    lab.github.register("mac-v4n1s", SCALE_SET_ID, false);
     lab.reconciler.reconcile_once(Mode::Act).await.unwrap();
     lab.orka.vanish("mac-v4n1s");
     // A runner named in a job message whose VM never showed up in a listing.

@@ -130,3 +130,16 @@ pub fn completed_message(id: i64, job: &str, runner: &str, result: &str) -> Scal
         })],
     }
 }
+
+pub fn started_message(id: i64, job: &str, runner: &str) -> ScaleSetMessage {
+    ScaleSetMessage {
+        message_id: id,
+        message_type: "RunnerScaleSetJobMessages".into(),
+        statistics: Statistics { total_assigned_jobs: 1, total_running_jobs: 1, ..Statistics::default() },
+        job_messages: vec![JobMessage::Started(github_scaleset::JobStarted {
+            job: JobInfo { job_id: job.into(), ..JobInfo::default() },
+            runner_id: 1,
+            runner_name: runner.into(),
+        })],
+    }
+}
