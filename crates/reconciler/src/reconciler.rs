@@ -7,7 +7,7 @@
 //! Each VM is examined on its own: its decision is carried out as soon as its own evidence
 //! is complete, so a VM that needs no probe (no registration, `Failed`, pending past the
 //! deadline) goes at once, not after the slowest probe of the pass. A VM whose probe
-//! failed is probed again within the pass (quick strikes, one probe timeout apart) until
+//! failed is probed again within the pass (quick strikes, about one probe timeout apart) until
 //! the probe is conclusive, the evidence changes or it strikes out. Before every strike
 //! and before acting, the safety rules are checked again with fresh evidence: tracked by
 //! the fleet → left to it; a job message or GitHub says busy → adopted as busy; a GitHub
@@ -61,9 +61,14 @@ pub struct ReconcilerConfig {
     pub scale_set_id: i64,
     /// Thresholds of the decision table.
     pub policy: ReconcilePolicy,
-    /// Deadline of one VM's SSH probe; also the spacing of quick strikes (each strike of a
-    /// VM starts at least this long after its previous one).
+    /// Deadline of one VM's SSH probe, measured from when the probe gets its slot (a
+    /// backstop when the shell bounds its own phases).
     pub probe_timeout: Duration,
+    /// Quick strikes: each strike of a VM starts at least this long after its previous one
+    /// (set it to `PROBE_TIMEOUT`). A black hole's strikes follow each other at once (each
+    /// already took a timeout); a VM that refuses connections is not struck out in a burst,
+    /// so N strikes take about N × this whichever way the probe fails.
+    pub strike_spacing: Duration,
     /// Deadline of one GitHub runner lookup.
     pub github_timeout: Duration,
     /// Deadline of listing the VMs.
@@ -75,13 +80,15 @@ pub struct ReconcilerConfig {
 }
 
 impl ReconcilerConfig {
-    /// Defaults: 20 s probe, 30 s lookups, 64 VMs at a time.
+    /// Defaults: 20 s probe, strikes 10 s apart, 30 s lookups, 64 lookups and 64 probes at
+    /// a time.
     pub fn new(scale_set_id: i64, scale_set_name: impl Into<String>) -> Self {
         Self {
             scale_set_name: scale_set_name.into(),
             scale_set_id,
             policy: ReconcilePolicy::default(),
             probe_timeout: Duration::from_secs(20),
+            strike_spacing: Duration::from_secs(10),
             github_timeout: Duration::from_secs(30),
             list_timeout: Duration::from_secs(60),
             concurrency: 64,
@@ -330,8 +337,8 @@ impl Reconciler {
         Ok(ReconcileReport { rows, registrations_removed })
     }
 
-    /// One VM: gather, decide, strike again while the probe fails (each strike at least a
-    /// probe timeout after the previous one), confirm the evidence a destructive decision
+    /// One VM: gather, decide, strike again while the probe fails (each strike at least
+    /// `strike_spacing` after the previous one), confirm the evidence a destructive decision
     /// rests on, act. Every strike re-reads everything (fleet, job messages, GitHub, probe).
     async fn examine(
         &self,
@@ -365,7 +372,7 @@ impl Reconciler {
             }
             strikes += 1;
             tracing::info!(vm = %vm.name, strikes, "probe failed; probing again");
-            tokio::time::sleep_until(strike_started + self.config.probe_timeout).await;
+            tokio::time::sleep_until(strike_started + self.config.strike_spacing).await;
         };
 
         // Before acting: the fleet may have taken the VM, a job may have started, and the

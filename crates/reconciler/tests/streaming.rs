@@ -14,7 +14,7 @@ use reconciler::{Mode, ReconcileReport};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// The probe timeout of `reconciler_config()`.
+/// The probe timeout and the strike spacing of `reconciler_config()`.
 const T: Duration = Duration::from_secs(20);
 
 fn spawn_pass(lab: &Arc<Lab>, mode: Mode) -> JoinHandle<ReconcileReport> {

@@ -114,6 +114,7 @@ pub(super) fn build_runtime(
     };
     reconciler_config.probe_timeout = config.reconcile.probe_timeout;
     reconciler_config.concurrency = super::PROBE_SLOTS;
+    reconciler_config.strike_spacing = config.reconcile.probe_timeout;
     let reconciler = Reconciler::new(
         ReconcilerDeps { vms, github, shell: clients.probe_shell.clone() },
         fleet.clone(),

@@ -42,6 +42,7 @@ pub fn fleet_config() -> FleetConfig {
 pub fn reconciler_config() -> ReconcilerConfig {
     let mut config = ReconcilerConfig::new(SCALE_SET_ID, SCALE_SET);
     config.probe_timeout = Duration::from_secs(20);
+    config.strike_spacing = Duration::from_secs(20);
     config.github_timeout = Duration::from_secs(10);
     config
 }
