@@ -6,11 +6,24 @@
 //! [`decide`]; see its module for the decision table.
 //!
 //! [`Reconciler`] runs the passes: the startup sweep is the first activation of
-//! [`Reconciler::run_periodic`] (one code path), VMs are examined in parallel with a
-//! per-VM deadline, probe strikes are remembered across passes, and decisions are
-//! executed through the provisioner's [`provisioner::Fleet`] (adopt → the runner
-//! lifecycle; clean up / delete → deregister, then delete the VM). [`Mode::DryRun`]
-//! returns the table without acting (`reconcile --dry-run`).
+//! [`Reconciler::run_periodic`] (one code path). In a pass every VM is examined on its own,
+//! in parallel, with a deadline per lookup and per probe, and its decision is executed as
+//! soon as its own evidence is complete (a VM needing no probe does not wait for the
+//! slowest probe). A VM whose probe failed is probed again within the same pass — *quick
+//! strikes*, each at least `strike_spacing` (`PROBE_TIMEOUT`) after the previous — until
+//! it answers, its evidence changes or it strikes out, so deleting an unreachable VM takes
+//! about N × `PROBE_TIMEOUT` whatever the reconcile interval. Before each strike and
+//! before acting the safety rules are checked again: tracked by the fleet, busy per GitHub
+//! or per a job message, GitHub lookup error. Strikes are remembered across passes.
+//! Decisions are executed through the provisioner's [`provisioner::Fleet`] (adopt → the
+//! runner lifecycle; clean up / delete → deregister, then delete the VM). The pass's table
+//! ([`ReconcileReport`]) is returned at the end; [`Mode::DryRun`] returns it without acting
+//! (`reconcile --dry-run`).
+//!
+//! Busy evidence: GitHub's runner list reports scale-set runners idle while they run a job,
+//! so `busy: false` is never evidence of idleness. A job message (`JobStarted` without its
+//! `JobCompleted`, see `Fleet::job_running_on`) counts as busy like GitHub's `busy: true`;
+//! see the decision table.
 //!
 //! What it does not know: HTTP, JSON or SSH details; it does I/O only through traits. It
 //! does not decide when it may run: the binary runs it only while holding the scale set's
