@@ -44,7 +44,7 @@
 //!   changes (busy, lookup error, tracked by the fleet) or the VM strikes out — so the
 //!   rule completes in about N × the probe timeout, whatever the reconcile interval.
 //!   Strikes are remembered across acting passes (a pass that stopped early resumes the
-//!   count); a dry run strikes too but remembers nothing. A conclusive probe clears them.
+//!   count); a dry run probes once and remembers nothing. A conclusive probe clears them.
 //! * Not in the table because never examined: VMs another scale set owns (exact name
 //!   match) and VMs the fleet tracks (provisioning, online or being cleaned up) — checked
 //!   again before every strike and before acting.

@@ -102,6 +102,8 @@ pub enum Mode {
     /// Execute the decisions.
     Act,
     /// Only report them (`reconcile --dry-run`); nothing is changed, not even strike counts.
+    /// Each VM is probed once: a failed probe shows as `probe_failed` where an acting pass
+    /// would strike again.
     DryRun,
 }
 
@@ -364,12 +366,11 @@ impl Reconciler {
             evidence.job_running = self.fleet.job_running_on(&vm.name);
             let decision = decide(&evidence, &self.config.policy);
             let strike = decision.reason == Reason::ProbeFailed && probe_failed(&evidence.probe);
-            if !strike || round >= max_rounds {
+            // A dry run looks once: it previews a pass without its duration.
+            if !strike || round >= max_rounds || mode == Mode::DryRun {
                 break (evidence, record);
             }
-            if mode == Mode::Act {
-                self.remember(&vm, &evidence, decision, now);
-            }
+            self.remember(&vm, &evidence, decision, now);
             strikes += 1;
             tracing::info!(vm = %vm.name, strikes, "probe failed; probing again");
             tokio::time::sleep_until(strike_started + self.config.strike_spacing).await;

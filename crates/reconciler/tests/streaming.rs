@@ -221,15 +221,17 @@ async fn an_unreachable_vm_busy_per_job_message_is_never_deleted_although_the_li
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dry_run_strikes_too_but_remembers_and_changes_nothing() {
+async fn a_dry_run_probes_once_remembers_nothing_and_changes_nothing() {
     let lab = Arc::new(Lab::new());
     unreachable_idle(&lab, "mac-dryb1", true);
-    let report = lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
-    assert_eq!(reason_of(&report, "mac-dryb1"), "unreachable");
-    assert!(!report.rows[0].applied);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let report = lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
+        assert!(started.elapsed() < T + T / 2, "one probe round: {:?}", started.elapsed());
+        assert_eq!(reason_of(&report, "mac-dryb1"), "probe_failed");
+        assert_eq!(report.rows[0].evidence.unwrap().previous_probe_failures, 0, "no strike remembered");
+        assert!(!report.rows[0].applied);
+    }
     lab.settle().await;
     assert!(lab.orka.exists("mac-dryb1"));
-    // Nothing remembered: the next dry run starts from zero strikes again.
-    let again = lab.reconciler.reconcile_once(Mode::DryRun).await.unwrap();
-    assert_eq!(again.rows[0].evidence.unwrap().previous_probe_failures, 2);
 }
