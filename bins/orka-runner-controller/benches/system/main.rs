@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p orka-runner-controller --bench system -- [SCENARIO…] [--quick] [--key value…]
-//! SCENARIO: reconcile burst steady messages startup cleanup   (default: all, in that order)
+//! SCENARIO: reconcile burst steady messages startup cleanup dead   (default: all, in that order)
 //! ```
 //!
 //! Options (defaults in brackets; `--quick` lowers them for a run of a few minutes):
@@ -14,11 +14,13 @@
 //! `--steady 500` `--steady-provisions 100` `--window 65` (s) `--probe-interval 30` (s) ·
 //! `--runner-poll 20` (s, fake runner poll interval) · `--batch 50` `--samples 1000` ·
 //! `--startup-runs 10` · `--cleanup-probe-interval 10` (s) `--reconcile-interval 10` (s) `--orphans 3` ·
+//! `--dead 100` `--dead-busy 5` `--dead-probe-timeout 10` (s) `--dead-intervals 3,300` (s, VM_TRACKER_INTERVAL) ·
 //! `--perf DIR`: `perf record` the controller during each burst and the steady window.
 #![allow(missing_docs)]
 
 mod burst;
 mod cleanup;
+mod dead_capacity;
 mod harness;
 mod messages;
 mod procfs;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-const SCENARIOS: [&str; 6] = ["reconcile", "burst", "steady", "messages", "startup", "cleanup"];
+const SCENARIOS: [&str; 7] = ["reconcile", "burst", "steady", "messages", "startup", "cleanup", "dead"];
 
 struct Args {
     scenarios: Vec<String>,
@@ -148,6 +150,19 @@ async fn run(args: Args) -> Result<()> {
                     probe_interval: args.seconds("cleanup-probe-interval", 10.0, 5.0)?,
                     reconcile_interval: args.seconds("reconcile-interval", 10.0, 5.0)?,
                     orphans: args.number("orphans", 3, 1)?,
+                })
+                .await?
+            }
+            "dead" => {
+                dead_capacity::run(&dead_capacity::Params {
+                    dead: args.number("dead", 100, 20)?,
+                    busy: args.number("dead-busy", 5, 2)?,
+                    probe_timeout: args.seconds("dead-probe-timeout", 10.0, 10.0)?,
+                    intervals: args
+                        .list("dead-intervals", "3,300", "300")?
+                        .into_iter()
+                        .map(|s| Duration::from_secs(s as u64))
+                        .collect(),
                 })
                 .await?
             }
