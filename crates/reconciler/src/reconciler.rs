@@ -135,7 +135,8 @@ impl DecisionRow {
     }
 
     /// The evidence in one line for tables and logs, e.g.
-    /// `orka=running github=idle probe=setup:yes,run:no,alive:yes strikes=0`.
+    /// `orka=running github=idle probe=setup:yes,run:no,alive:yes strikes=0` (with
+    /// ` job=running` after the GitHub state when a job message says a job runs on it).
     pub fn evidence_label(&self) -> String {
         let Some(e) = &self.evidence else { return "tracked by the fleet".to_owned() };
         let orka = match e.orka {
@@ -169,7 +170,8 @@ impl DecisionRow {
             crate::ProbeEvidence::AuthFailed => "auth_failed".to_owned(),
             crate::ProbeEvidence::NotProbed => "not_probed".to_owned(),
         };
-        format!("orka={orka} github={github} probe={probe} strikes={}", e.previous_probe_failures)
+        let job = if e.job_running { " job=running" } else { "" };
+        format!("orka={orka} github={github}{job} probe={probe} strikes={}", e.previous_probe_failures)
     }
 
     /// The reason label, or `tracked_by_fleet`.

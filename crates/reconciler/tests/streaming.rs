@@ -145,6 +145,10 @@ async fn quick_strikes_stop_when_a_job_message_says_busy() {
     lab.fleet.handle_message(&started_message(1, "j1", "mac-jbusy"), &lab.queue).await.unwrap();
     let report = pass.await.unwrap();
     assert_eq!(reason_of(&report, "mac-jbusy"), "busy_per_job_message");
+    assert_eq!(
+        report.rows[0].evidence_label(),
+        "orka=running github=idle job=running probe=unreachable strikes=1"
+    );
     lab.settle().await;
     assert!(lab.orka.exists("mac-jbusy"));
     assert!(lab.github.is_registered("mac-jbusy"));
