@@ -13,7 +13,7 @@
 //! returns the table without acting (`reconcile --dry-run`).
 //!
 //! What it does not know: HTTP, JSON or SSH details; it does I/O only through traits. It
-//! does not decide when it may run: the binary runs it only while holding the scale set's
+//! does not decide when it may run: the scale-set service runs it only while holding the scale set's
 //! message session, and not at all with `ENABLE_RECONCILIATION=false`.
 
 pub mod decision;
