@@ -15,18 +15,18 @@
 //! about N × `PROBE_TIMEOUT` whatever the reconcile interval. Before each strike and
 //! before acting the safety rules are checked again: tracked by the fleet, busy per GitHub
 //! or per a job message, GitHub lookup error. Strikes are remembered across passes.
-//! Decisions are executed through the provisioner's [`provisioner::Fleet`] (adopt → the
-//! runner lifecycle; clean up / delete → deregister, then delete the VM). The pass's table
+//! Decisions are executed through the fleet's [`runner_core::FleetControl`] seam (adopt →
+//! the runner lifecycle; clean up / delete → deregister, then delete the VM). The pass's table
 //! ([`ReconcileReport`]) is returned at the end; [`Mode::DryRun`] returns it without acting
 //! (`reconcile --dry-run`).
 //!
 //! Busy evidence: GitHub's runner list reports scale-set runners idle while they run a job,
 //! so `busy: false` is never evidence of idleness. A job message (`JobStarted` without its
-//! `JobCompleted`, see `Fleet::job_running_on`) counts as busy like GitHub's `busy: true`;
+//! `JobCompleted`, see `FleetControl::job_running_on`) counts as busy like GitHub's `busy: true`;
 //! see the decision table.
 //!
 //! What it does not know: HTTP, JSON or SSH details; it does I/O only through traits. It
-//! does not decide when it may run: the binary runs it only while holding the scale set's
+//! does not decide when it may run: the scale-set service runs it only while holding the scale set's
 //! message session, and not at all with `ENABLE_RECONCILIATION=false`.
 
 pub mod decision;

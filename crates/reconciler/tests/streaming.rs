@@ -39,7 +39,7 @@ async fn a_vm_needing_no_probe_is_deleted_before_a_black_hole_probe_times_out() 
     let lab = Arc::new(Lab::new());
     unreachable_idle(&lab, "mac-h0le1", true);
     lab.leftover("mac-n0reg", None, running());
-    lab.orka.insert(vm_with_status("mac-fa1ld", orka_client::VmStatus::Failed));
+    lab.orka.insert(vm_with_status("mac-fa1ld", runner_core::VmStatus::Failed));
     let pass = spawn_pass(&lab, Mode::Act);
 
     tokio::time::sleep(T / 4).await;
@@ -161,7 +161,7 @@ async fn quick_strikes_stop_when_the_fleet_takes_the_vm() {
     unreachable_idle(&lab, "mac-tr4ck", false);
     let pass = spawn_pass(&lab, Mode::Act);
     tokio::time::sleep(T / 2).await;
-    let record = github_scaleset::RunnerRecord {
+    let record = runner_core::RunnerRecord {
         id: 1,
         name: "mac-tr4ck".into(),
         runner_scale_set_id: SCALE_SET_ID,

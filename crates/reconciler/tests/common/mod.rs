@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use github_scaleset::{JobCompleted, JobInfo, JobMessage, ScaleSetMessage, Statistics};
-use orka_client::{Vm, VmStatus};
 use provisioner::fakes::{FakeGitHub, FakeOrka, FakeQueue, FakeShell, running_vm};
 use provisioner::{Fleet, FleetConfig, FleetDeps, RunnerInstallConfig, StepPolicy};
 use reconciler::{Reconciler, ReconcilerConfig, ReconcilerDeps};
+use runner_core::{JobCompleted, JobInfo, JobMessage, ScaleSetMessage, Statistics};
+use runner_core::{Vm, VmStatus};
 
 pub const SCALE_SET: &str = "mac";
 pub const SCALE_SET_ID: i64 = 7;
@@ -137,7 +137,7 @@ pub fn started_message(id: i64, job: &str, runner: &str) -> ScaleSetMessage {
         message_id: id,
         message_type: "RunnerScaleSetJobMessages".into(),
         statistics: Statistics { total_assigned_jobs: 1, total_running_jobs: 1, ..Statistics::default() },
-        job_messages: vec![JobMessage::Started(github_scaleset::JobStarted {
+        job_messages: vec![JobMessage::Started(runner_core::JobStarted {
             job: JobInfo { job_id: job.into(), ..JobInfo::default() },
             runner_id: 1,
             runner_name: runner.into(),
