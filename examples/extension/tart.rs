@@ -23,9 +23,7 @@ impl VmBackend for TartVms {
             .map_err(|e| VmBackendError::Protocol { context: "tart list".into(), message: e.to_string() })?;
         let mut vms = Vec::new();
         for name in listed.iter().filter_map(|vm| vm["Name"].as_str()) {
-            let ip = tart(&["ip", name]).await.ok();
-            let status = if ip.is_some() { VmStatus::Running } else { VmStatus::Pending };
-            vms.push(Vm { name: name.to_owned(), ip, ssh_port: Some(22), status, node: None });
+            vms.push(tart_vm(name.to_owned(), tart(&["ip", name]).await.ok()));
         }
         Ok(vms)
     }
@@ -38,18 +36,14 @@ impl VmBackend for TartVms {
         let name = request.name.to_string();
         tart(&["clone", &request.vm_config, &name]).await?;
         // `tart run` lives as long as the VM runs; `tart stop` ends it.
-        let run = Command::new("tart").args(["run", "--no-graphics", &name]).spawn();
+        let started = Command::new("tart").args(["run", "--no-graphics", &name]).spawn();
         let wait = request.timeout.as_secs().min(u16::MAX.into()).to_string();
-        let ip = match run {
+        let ip = match started {
             Ok(_) => tart(&["ip", "--wait", &wait, &name]).await,
-            Err(e) => {
-                Err(VmBackendError::Transport { context: "starting tart run".into(), source: e.into() })
-            }
+            Err(e) => Err(VmBackendError::Transport { context: "tart run".into(), source: e.into() }),
         };
         match ip {
-            Ok(ip) => {
-                Ok(Vm { name, ip: Some(ip), ssh_port: Some(22), status: VmStatus::Running, node: None })
-            }
+            Ok(ip) => Ok(tart_vm(name, Some(ip))),
             Err(e) => {
                 self.delete_vm(&name).await?; // A failed deploy leaves no VM.
                 Err(VmBackendError::DeployFailed { name, message: e.to_string() })
@@ -64,6 +58,12 @@ impl VmBackend for TartVms {
         let _ = tart(&["stop", name]).await; // Fails when the VM is not running; fine.
         tart(&["delete", name]).await.map(drop)
     }
+}
+
+/// A VM as the fleet sees it: running once Tart reports its address, SSH on port 22.
+fn tart_vm(name: String, ip: Option<String>) -> Vm {
+    let status = if ip.is_some() { VmStatus::Running } else { VmStatus::Pending };
+    Vm { name, ip, ssh_port: Some(22), status, node: None }
 }
 
 /// Runs `tart <args>` and returns its trimmed standard output; a failure to start it is a
