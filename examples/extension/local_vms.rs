@@ -28,8 +28,8 @@ use testkit::vm::FakeVmHost;
 
 // ─── Part 1: the VM provider ──────────────────────────────────────────────────────────────
 
-/// VMs that live on this machine: `deploy_vm` boots one and waits until SSH is reachable,
-/// `delete_vm` destroys it. For Tart, `host.boot` is `tart clone` + `tart run` + `tart ip`
+/// VMs that live on this machine: `deploy_vm` boots one (its SSH server is listening when
+/// `boot` returns) and `delete_vm` destroys it, killing everything that ran inside. For Tart, `host.boot` is `tart clone` + `tart run` + `tart ip`
 /// and `host.destroy` is `tart stop` + `tart delete`; for Proxmox, a clone-and-start and a
 /// stop-and-destroy call to its API.
 pub struct LocalVms {
