@@ -107,6 +107,14 @@ impl SshConfig {
         SshConfig::new("admin", SshAuth::Password(SecretString::from("admin")))
     }
 
+    /// The longest one operation whose command has `command_budget` can take, queueing
+    /// included: connect, banner, queue, key exchange, auth and the command. A caller's
+    /// own deadline around a whole operation must be at least this long, or a reachable
+    /// VM that waited its turn for a key-exchange slot would be cut off for the wait.
+    pub fn longest_operation(&self, command_budget: Duration) -> Duration {
+        self.connect_timeout + self.io_timeout + self.queue_timeout + self.io_timeout * 2 + command_budget
+    }
+
     /// Sets every step budget at once (connect, each protocol step, short commands) —
     /// handy for probes with a per-VM deadline.
     pub fn with_step_timeout(mut self, timeout: Duration) -> Self {
