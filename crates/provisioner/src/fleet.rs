@@ -76,6 +76,7 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     settled: Notify,
     tick_lock: tokio::sync::Mutex<()>,
+    pub(crate) capacity: crate::capacity::CapacityWaits,
 }
 
 pub(crate) struct State {
@@ -165,6 +166,7 @@ impl Fleet {
                 slots,
                 settled: Notify::new(),
                 tick_lock: tokio::sync::Mutex::new(()),
+                capacity: crate::capacity::CapacityWaits::default(),
             }),
         }
     }
