@@ -177,6 +177,7 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
         probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(10), true),
         unreachable_strikes: b
             .or_default("RECONCILE_UNREACHABLE_STRIKES", 3, |raw| values::parse_u32_in(raw, 1, 1000)),
+        ssh_max_handshakes: b.optional("SSH_MAX_HANDSHAKES", |raw| values::parse_u32_in(raw, 1, 10_000)),
     };
     let logging = logging(&mut b);
     let http = HttpSettings {

@@ -123,6 +123,7 @@ pub const SETTINGS: &[Setting] = &[
     new("PROBE_INTERVAL", "30s", "Period of the cheap SSH probe of each running runner"),
     new("PROBE_TIMEOUT", "10s", "Deadline of one SSH probe of one VM"),
     new("RECONCILE_UNREACHABLE_STRIKES", "3", "Failed probes before an unreachable idle VM is deleted"),
+    new("SSH_MAX_HANDSHAKES", "4 per CPU core (at least 8)", "SSH key exchanges at the same time"),
     // Process.
     go("LOG_LEVEL", "info", "trace, debug, info, warn (or warning), error"),
     new("LOG_FORMAT", "json", "json or pretty"),

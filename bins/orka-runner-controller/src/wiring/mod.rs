@@ -111,6 +111,9 @@ fn ssh_configs(config: &Config) -> (SshConfig, SshConfig) {
     };
     let mut ssh = SshConfig::new(config.orka.vm_username.clone(), ssh_auth);
     ssh.max_concurrent = ssh.max_concurrent.max(config.runners.max_concurrent_provisions as usize * 2);
+    if let Some(handshakes) = config.reconcile.ssh_max_handshakes {
+        ssh.max_handshakes = handshakes as usize;
+    }
     // Probes get their own shell whose every step is bounded by the probe timeout and
     // enough dialing slots for a whole reconcile pass at once; black holes wait in the
     // dialing phase, which costs no thread.
