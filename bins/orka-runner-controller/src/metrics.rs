@@ -213,6 +213,7 @@ pub struct Metrics {
     runners: Family<ScaleSetState, Gauge>,
     vms_owned: Family<ScaleSet, Gauge>,
     session_held: Family<ScaleSet, Gauge>,
+    waiting_for_orka_capacity: Family<ScaleSet, Gauge>,
     provisions: Family<ScaleSetOutcome, Counter>,
     provision_failures: Family<ScaleSetReason, Counter>,
     reconcile_decisions: Family<DecisionLabels, Counter>,
@@ -272,6 +273,7 @@ impl Metrics {
             runners: Family::default(),
             vms_owned: Family::default(),
             session_held: Family::default(),
+            waiting_for_orka_capacity: Family::default(),
             provisions: Family::default(),
             provision_failures: Family::default(),
             reconcile_decisions: Family::default(),
@@ -312,6 +314,11 @@ impl Metrics {
             "session_held",
             "1 while this process holds the scale set's message session",
             m.session_held.clone(),
+        );
+        ours.register(
+            "waiting_for_orka_capacity",
+            "1 while runners of the scale set wait for Orka capacity",
+            m.waiting_for_orka_capacity.clone(),
         );
         ours.register("provisions", "Runner provisioning attempts by outcome", m.provisions.clone());
         ours.register(
@@ -385,6 +392,12 @@ impl Metrics {
     /// Records whether this process holds `scale_set`'s message session.
     pub fn set_session_held(&self, scale_set: &str, held: bool) {
         self.session_held.get_or_create(&ScaleSet { scale_set: scale_set.to_owned() }).set(i64::from(held));
+    }
+
+    /// Whether runners of `scale_set` are waiting for Orka capacity.
+    pub fn set_waiting_for_orka_capacity(&self, scale_set: &str, waiting: bool) {
+        let labels = ScaleSet { scale_set: scale_set.to_owned() };
+        self.waiting_for_orka_capacity.get_or_create(&labels).set(i64::from(waiting));
     }
 
     /// Counts a successful provisioning (runner online).

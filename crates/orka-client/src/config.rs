@@ -52,11 +52,19 @@ pub struct OrkaConfig {
     /// timeout, broken connection, caller gave up), look again after this delay and delete
     /// the VM if it appeared after all.
     pub cleanup_recheck: Duration,
+    /// A 429 or 503 answer with a `Retry-After` of at most this long is sent again after
+    /// the time asked for (by the transport, for every request), up to
+    /// [`OrkaConfig::throttle_resends`] times; a longer wait, or a further refusal, is
+    /// returned to the caller as the error.
+    pub max_retry_after: Duration,
+    /// How many times one request is sent again after a throttling answer.
+    pub throttle_resends: u32,
 }
 
 impl OrkaConfig {
     /// A configuration with the documented defaults: namespace `orka-default`, deploy
-    /// timeout 15 min (+90 s margin), polls every 2 s, requests 60 s, connect 10 s, ping 1 s.
+    /// timeout 15 min (+90 s margin), polls every 2 s, requests 60 s, connect 10 s, ping 1 s,
+    /// throttling answers honoured up to 60 s, 3 times per request.
     pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
         Self {
             base_url: base_url.into(),
@@ -73,6 +81,8 @@ impl OrkaConfig {
             metadata: BTreeMap::new(),
             delete_retry: RetryPolicy::default(),
             cleanup_recheck: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(60),
+            throttle_resends: 3,
         }
     }
 }

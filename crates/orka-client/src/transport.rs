@@ -1,5 +1,7 @@
 //! HTTP transport: a hyper client over rustls (aws-lc-rs), the bearer token, timeouts,
-//! and the mapping of non-2xx responses to [`OrkaError`].
+//! back-pressure (a 429 or 503 with `Retry-After` is sent again once the time asked for
+//! has passed, a bounded number of times: the server said it did not act on it), and the
+//! mapping of non-2xx responses to [`OrkaError`].
 //!
 //! It knows URLs, headers and status codes; it does not know Orka's resources or the
 //! deploy algorithm. The token is only ever placed in a sensitive header and scrubbed
@@ -37,6 +39,8 @@ pub(crate) struct Transport {
     base_url: String,
     token: SecretString,
     auth_header: HeaderValue,
+    max_retry_after: Duration,
+    throttle_resends: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +69,48 @@ impl Transport {
         if config.token.expose_secret().trim().is_empty() {
             return Err(OrkaError::Config("the Orka token is empty".into()));
         }
-        Ok(Self { client, base_url, token: config.token.clone(), auth_header })
+        Ok(Self {
+            client,
+            base_url,
+            token: config.token.clone(),
+            auth_header,
+            max_retry_after: config.max_retry_after,
+            throttle_resends: config.throttle_resends,
+        })
     }
 
-    /// Sends one request. `timeout` bounds the whole exchange including the body; `None`
+    /// Sends one request, again after a throttling answer whose `Retry-After` we honour
+    /// (see [`throttled_for`]). `timeout` bounds each exchange including the body; `None`
     /// leaves bounding to the caller (deploy has its own deadline).
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        authenticated: bool,
+        timeout: Option<Duration>,
+        context: &str,
+    ) -> Result<Response, OrkaError> {
+        let mut resends = 0;
+        loop {
+            let response =
+                self.send_once(method.clone(), path, body.clone(), authenticated, timeout, context).await?;
+            let wait = throttled_for(&response, self.max_retry_after);
+            match wait {
+                Some(wait) if resends < self.throttle_resends => {
+                    resends += 1;
+                    tracing::info!(
+                        %method, path, status = response.status.as_u16(), ?wait, resends,
+                        "Orka asked us to wait (Retry-After); sending again after it"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path: &str,
@@ -149,6 +189,16 @@ fn transport(context: &str, e: impl std::error::Error + Send + Sync + 'static) -
     OrkaError::Transport { context: context.to_owned(), source: Box::new(e) }
 }
 
+/// How long to wait before sending a throttled request again: a 429 or 503 whose
+/// `Retry-After` asks for at most `limit`. `None` for anything else (no header, a longer
+/// wait, another status): that answer goes to the caller.
+fn throttled_for(response: &Response, limit: Duration) -> Option<Duration> {
+    if !matches!(response.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        return None;
+    }
+    retry_after(&response.headers).filter(|wait| *wait <= limit)
+}
+
 /// `Retry-After` in seconds (HTTP dates are rare at ingresses and ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -199,6 +249,30 @@ pub(crate) fn segment(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn response(status: u16, retry_after: Option<&'static str>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+        }
+        Response { status: StatusCode::from_u16(status).unwrap(), headers, body: Bytes::new() }
+    }
+
+    #[test]
+    fn only_429_and_503_with_a_short_enough_retry_after_are_sent_again() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(throttled_for(&response(429, Some("2")), limit), Some(Duration::from_secs(2)));
+        assert_eq!(throttled_for(&response(503, Some(" 0 ")), limit), Some(Duration::ZERO));
+        assert_eq!(throttled_for(&response(503, Some("60")), limit), Some(limit));
+        assert_eq!(throttled_for(&response(503, Some("61")), limit), None, "longer than we wait");
+        assert_eq!(throttled_for(&response(429, None), limit), None, "no header: the caller's backoff");
+        assert_eq!(throttled_for(&response(503, None), limit), None);
+        assert_eq!(throttled_for(&response(500, Some("1")), limit), None, "500 is not throttling");
+        assert_eq!(throttled_for(&response(502, Some("1")), limit), None);
+        let date = response(429, Some("Wed, 21 Oct 2026 07:28:00 GMT"));
+        assert_eq!(throttled_for(&date, limit), None, "HTTP dates are not honoured");
+        assert_eq!(throttled_for(&response(200, Some("1")), limit), None);
+    }
 
     #[test]
     fn path_segments_are_encoded() {

@@ -87,6 +87,11 @@ pub struct FleetConfig {
     pub probe_concurrency: usize,
     /// Consecutive failed probes after which a runner GitHub does not report busy is retired.
     pub probe_strikes: u32,
+    /// First pause before deploying again when Orka has no capacity (then doubling, with
+    /// jitter). Waiting for capacity spends none of the deploy step's attempts.
+    pub capacity_backoff_min: Duration,
+    /// Longest pause between deploys while Orka has no capacity.
+    pub capacity_backoff_max: Duration,
     /// A runner online this long without ever being given a job is recycled.
     pub max_idle: Duration,
     /// How long a failed cleanup waits before the next tick tries again.
@@ -128,6 +133,8 @@ impl FleetConfig {
             probe_timeout: Duration::from_secs(20),
             probe_concurrency: 32,
             probe_strikes: 3,
+            capacity_backoff_min: Duration::from_secs(2),
+            capacity_backoff_max: Duration::from_secs(60),
             max_idle: minutes(30),
             cleanup_retry_interval: Duration::from_secs(30),
             statistics_lag_window: Duration::from_secs(120),

@@ -59,6 +59,12 @@ pub enum FleetEvent {
         /// What happened.
         kind: JobEventKind,
     },
+    /// Orka has no room for another VM: runners started waiting for capacity
+    /// (`waiting: true`, once per episode), or the last one stopped waiting (`false`).
+    CapacityWait {
+        /// Whether the fleet is now waiting for Orka capacity.
+        waiting: bool,
+    },
     /// A plan was acted on (only emitted when it does something).
     Planned {
         /// Runners created.

@@ -51,8 +51,10 @@ pub fn running_vm(name: &str) -> Vm {
 pub struct FakeOrka {
     vms: Mutex<BTreeMap<String, Vm>>,
     calls: Mutex<Vec<String>>,
-    /// Fail the next N deploys (retryable: capacity exhausted).
+    /// Fail the next N deploys (retryable: the VM went `Failed` and was deleted).
     pub fail_deploys: Mutex<u32>,
+    /// Answer the next N deploys with "not enough capacity" (no VM created).
+    pub no_capacity: Mutex<u32>,
     /// Fail the next N deletes (retryable: server error).
     pub fail_deletes: Mutex<u32>,
     /// Fail the next N listings.
@@ -138,8 +140,11 @@ impl VmBackend for FakeOrka {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        if take(&self.no_capacity) {
+            return Err(VmBackendError::CapacityExhausted { message: "Not enough CPU available".into() });
+        }
         if take(&self.fail_deploys) {
-            return Err(VmBackendError::CapacityExhausted { message: "injected".into() });
+            return Err(VmBackendError::DeployFailed { name, message: "injected".into() });
         }
         let vm = running_vm(&name);
         lock(&self.vms).insert(name, vm.clone());

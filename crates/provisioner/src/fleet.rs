@@ -68,6 +68,7 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     settled: Notify,
     tick_lock: tokio::sync::Mutex<()>,
+    pub(crate) capacity: crate::capacity::CapacityWaits,
 }
 
 pub(crate) struct State {
@@ -157,6 +158,7 @@ impl Fleet {
                 slots,
                 settled: Notify::new(),
                 tick_lock: tokio::sync::Mutex::new(()),
+                capacity: crate::capacity::CapacityWaits::default(),
             }),
         }
     }

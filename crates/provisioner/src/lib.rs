@@ -27,6 +27,7 @@
 //! What it does not know: HTTP, JSON or SSH details (I/O only through the three traits),
 //! the message session, and reconciliation decisions.
 
+mod capacity;
 pub mod config;
 mod error;
 pub mod events;

@@ -11,6 +11,9 @@ use runner_core::{JitConfig, ScaleSetError};
 use runner_core::{RunnerInstall, SshStep, SshTarget};
 use tokio_util::sync::CancellationToken;
 
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::capacity::is_capacity;
 use crate::error::{Cause, ProvisionError, Step};
 use crate::events::{FleetEvent, RetireReason};
 use crate::fleet::Shared;
@@ -139,17 +142,42 @@ impl Shared {
         let mut policy = self.config.deploy;
         policy.deadline += DEPLOY_GRACE;
         let vms = Arc::clone(&self.deps.vms);
-        run_step(Step::DeployVm, &policy, cancel, is_retryable, true, || {
-            let vms = Arc::clone(&vms);
-            let request = request.clone();
-            async move {
-                match vms.deploy_vm(&request).await {
-                    Ok(vm) => Ok(vm),
-                    Err(e) => Err(Cause::Orka(e)),
+        // Capacity answers are not spent from the step's attempts: they wait below.
+        let retryable = |cause: &Cause| {
+            is_retryable(cause)
+                && !matches!(cause, Cause::Orka(runner_core::VmBackendError::CapacityExhausted { .. }))
+        };
+        let attempt = || {
+            run_step(Step::DeployVm, &policy, cancel, retryable, true, || {
+                let vms = Arc::clone(&vms);
+                let request = request.clone();
+                async move {
+                    match vms.deploy_vm(&request).await {
+                        Ok(vm) => Ok(vm),
+                        Err(e) => Err(Cause::Orka(e)),
+                    }
                 }
-            }
-        })
-        .await
+            })
+        };
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(self.config.capacity_backoff_min)
+            .with_max_delay(self.config.capacity_backoff_max)
+            .with_jitter()
+            .without_max_times();
+        let mut waiter = None;
+        let deployed = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(is_capacity)
+            .notify(|_, after| {
+                tracing::debug!(runner = %name, ?after, "Orka has no capacity; deploying again after a pause");
+                waiter.get_or_insert_with(|| self.start_capacity_wait(name));
+            });
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(ProvisionError::Cancelled { step: Step::DeployVm }),
+            deployed = deployed => deployed,
+        }
     }
 
     async fn create_jit_config(

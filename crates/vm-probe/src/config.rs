@@ -41,10 +41,10 @@ pub struct SshConfig {
     pub username: String,
     /// Credentials.
     pub auth: SshAuth,
-    /// TCP connect timeout.
+    /// TCP connect timeout (phase 1).
     pub connect_timeout: Duration,
-    /// Budget of each protocol step (banner, key exchange, auth, channel open) and the
-    /// socket read/write timeout.
+    /// Budget of each protocol step — the wait for the server's banner (phase 1), key
+    /// exchange and auth (phase 2), channel open — and the socket read/write timeout.
     pub io_timeout: Duration,
     /// Budget of a short command (probe, stop, log tail), from exec to exit status.
     pub command_timeout: Duration,
@@ -56,9 +56,18 @@ pub struct SshConfig {
     pub ready_timeout: Duration,
     /// Pause between readiness attempts.
     pub ready_interval: Duration,
-    /// At most this many SSH operations at once (each holds one blocking thread).
+    /// Phase 1 (TCP connect + waiting for the SSH banner, async, no thread) of at most this
+    /// many operations at once. A black hole only ever holds one of these.
+    pub max_dialing: usize,
+    /// Phase 2 (key exchange + authentication, the CPU-heavy part) of at most this many
+    /// operations at once: what the controller's cores can handshake without every
+    /// handshake missing its deadline.
+    pub max_handshakes: usize,
+    /// At most this many logged-in sessions at once, each on its own SSH thread (not
+    /// tokio's blocking pool) from key exchange to exit status.
     pub max_concurrent: usize,
-    /// How long an operation may wait for a slot under the cap.
+    /// How long an operation whose banner arrived may wait for a thread and a handshake
+    /// slot. The deadlines of phase 2 start only once it has both.
     pub queue_timeout: Duration,
     /// Host-key policy.
     pub host_key_policy: HostKeyPolicy,
@@ -69,7 +78,8 @@ pub struct SshConfig {
 impl SshConfig {
     /// Defaults for a user and credentials: the Go integration's layout for that user,
     /// 10 s connect, 20 s per protocol step, 60 s per short command, 15 min install,
-    /// 5 min readiness polled every 3 s, 128 operations at once.
+    /// 5 min readiness polled every 3 s; 1024 dialing, [`default_max_handshakes`] key
+    /// exchanges and 128 sessions at once.
     pub fn new(username: impl Into<String>, auth: SshAuth) -> Self {
         let username = username.into();
         let layout = VmLayout::for_user(&username);
@@ -83,6 +93,8 @@ impl SshConfig {
             script_timeout: Duration::from_secs(10 * 60),
             ready_timeout: Duration::from_secs(5 * 60),
             ready_interval: Duration::from_secs(3),
+            max_dialing: 1024,
+            max_handshakes: default_max_handshakes(),
             max_concurrent: 128,
             queue_timeout: Duration::from_secs(5 * 60),
             host_key_policy: HostKeyPolicy::AcceptAny,
@@ -95,6 +107,14 @@ impl SshConfig {
         SshConfig::new("admin", SshAuth::Password(SecretString::from("admin")))
     }
 
+    /// The longest one operation whose command has `command_budget` can take, queueing
+    /// included: connect, banner, queue, key exchange, auth and the command. A caller's
+    /// own deadline around a whole operation must be at least this long, or a reachable
+    /// VM that waited its turn for a key-exchange slot would be cut off for the wait.
+    pub fn longest_operation(&self, command_budget: Duration) -> Duration {
+        self.connect_timeout + self.io_timeout + self.queue_timeout + self.io_timeout * 2 + command_budget
+    }
+
     /// Sets every step budget at once (connect, each protocol step, short commands) —
     /// handy for probes with a per-VM deadline.
     pub fn with_step_timeout(mut self, timeout: Duration) -> Self {
@@ -103,6 +123,13 @@ impl SshConfig {
         self.command_timeout = timeout;
         self
     }
+}
+
+/// Key exchanges at once by default: four per core (at least eight). A handshake is a
+/// few milliseconds of CPU; more at once only makes every one of them slower.
+pub fn default_max_handshakes() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    (cores * 4).max(8)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 //!
 //! What it does not know: Orka, GitHub, or what a probe result means for the VM.
 //!
-//! [`Ssh2Shell`] is the production implementation: one `spawn_blocking` task per
-//! operation (connect → handshake → host key → auth → exec → read → exit status), each
-//! step under a timeout, at most [`SshConfig::max_concurrent`] at once, so N dead VMs cost
-//! one timeout, not N. Inside the VM:
+//! [`Ssh2Shell`] is the production implementation, two phases per operation: connect and
+//! wait for the SSH banner on the async runtime (black holes cost no thread and no CPU),
+//! then key exchange → host key → auth → exec → read → exit status on the shell's own SSH
+//! thread, key exchanges bounded by what the cores can do in time. Every step is under a
+//! timeout that starts when the operation gets its slot, so N dead VMs cost one timeout,
+//! not N, and a reachable VM is never timed out while it queues. Inside the VM:
 //!
 //! - **probe**: one exec printing `orka-probe setup=1 run=0 alive=1 code=`; liveness from
 //!   our pid file (`kill -0`), or, without one (a VM started by the Go integration), from
@@ -32,6 +34,7 @@
 //! zsh).
 
 mod config;
+mod dial;
 pub mod layout;
 mod script;
 mod session;

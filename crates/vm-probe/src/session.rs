@@ -1,7 +1,7 @@
-//! One blocking SSH operation with ssh2: connect → handshake → host key → auth → exec →
+//! One blocking SSH operation with ssh2, on a socket `dial` connected: handshake → host key → auth → exec →
 //! read → exit status, every step under a timeout and every failure naming its step.
 //!
-//! Runs only inside `spawn_blocking` (see [`crate::Ssh2Shell`]); it owns no async code
+//! Runs only on the shell's own SSH threads (see [`crate::Ssh2Shell`]); it owns no async code
 //! and keeps no session beyond one call. It knows nothing of what the commands mean.
 //! Deadlines use the wall clock (`std::time::Instant`): these are real sockets, which a
 //! paused tokio clock cannot speed up.
@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub(crate) struct Exec<'a> {
 /// A logged-in session (kept only for the duration of one blocking call).
 pub(crate) struct Login {
     session: Session,
+    /// The session's socket (a duplicate handle), polled for readiness.
+    socket: TcpStream,
     target: String,
 }
 
@@ -115,20 +117,23 @@ fn classify(target: &str, step: SshStep, e: ssh2::Error, started: Instant, budge
     }
 }
 
-/// Connects, handshakes, checks the host key and authenticates.
+/// Phase 2 on a socket whose SSH banner has arrived (see `dial`): key exchange, host
+/// key check and authentication, each step within `io_timeout`.
 pub(crate) fn login(
+    tcp: TcpStream,
     target: &SshTarget,
     config: &SshConfig,
     credentials: &Credentials,
     pins: &HostKeyPins,
 ) -> Result<Login, ShellError> {
     let name = target.to_string();
-    let tcp = connect(target, &name, config.connect_timeout)?;
     let io_budget = config.io_timeout;
     for result in [tcp.set_read_timeout(Some(io_budget)), tcp.set_write_timeout(Some(io_budget))] {
         result.map_err(|e| failed(&name, SshStep::Connect, e))?;
     }
     let _ = tcp.set_nodelay(true);
+    // A second handle on the same socket, only to wait for readiness while reading output.
+    let socket = tcp.try_clone().map_err(|e| failed(&name, SshStep::Connect, e))?;
 
     let mut session = Session::new().map_err(|e| failed(&name, SshStep::Handshake, e))?;
     session.set_tcp_stream(tcp);
@@ -157,7 +162,7 @@ pub(crate) fn login(
         ),
     };
     match result {
-        Ok(()) if session.authenticated() => Ok(Login { session, target: name }),
+        Ok(()) if session.authenticated() => Ok(Login { session, socket, target: name }),
         Ok(()) => Err(ShellError::AuthFailed { target: name, username: config.username.clone() }),
         Err(e) => match e.code() {
             ErrorCode::Session(
@@ -169,24 +174,6 @@ pub(crate) fn login(
             _ => Err(classify(&name, SshStep::Auth, e, started, io_budget)),
         },
     }
-}
-
-fn connect(target: &SshTarget, name: &str, budget: Duration) -> Result<TcpStream, ShellError> {
-    let addrs: Vec<_> = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| failed(name, SshStep::Connect, e))?
-        .collect();
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, budget) {
-            Ok(tcp) => return Ok(tcp),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
-                last = Some(timeout(name, SshStep::Connect, budget));
-            }
-            Err(e) => last = Some(failed(name, SshStep::Connect, e)),
-        }
-    }
-    Err(last.unwrap_or_else(|| failed(name, SshStep::Connect, "host resolved to no address")))
 }
 
 impl Login {
@@ -217,7 +204,7 @@ impl Login {
         session.set_timeout(remaining(SshStep::Io)?);
         channel.send_eof().map_err(|e| classify(name, SshStep::Io, e, started, budget))?;
 
-        let (stdout, stderr) = read_outputs(&mut channel, session, name, started, budget)?;
+        let (stdout, stderr) = read_outputs(&mut channel, session, &self.socket, name, started, budget)?;
 
         session.set_timeout(remaining(SshStep::Exit)?);
         channel.wait_close().map_err(|e| classify(name, SshStep::Exit, e, started, budget))?;
@@ -245,30 +232,33 @@ fn io_error(name: &str, e: io::Error, started: Instant, budget: Duration) -> She
 
 /// Reads stdout and stderr together until the channel's EOF, in non-blocking mode with
 /// our own deadline: reading one stream after the other stalls once the other fills the
-/// channel window, and libssh2's blocking reads do not bound the whole exchange.
+/// channel window, and libssh2's blocking reads do not bound the whole exchange. Between
+/// reads the thread sleeps in `poll(2)` on the session's socket, in the direction libssh2
+/// is blocked on, until the socket is ready or the budget is spent.
 fn read_outputs(
     channel: &mut ssh2::Channel,
     session: &Session,
+    socket: &TcpStream,
     name: &str,
     started: Instant,
     budget: Duration,
 ) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
     session.set_blocking(false);
-    let result = read_outputs_nonblocking(channel, name, started, budget);
+    let result = read_outputs_nonblocking(channel, session, socket, name, started, budget);
     session.set_blocking(true);
     result
 }
 
 fn read_outputs_nonblocking(
     channel: &mut ssh2::Channel,
+    session: &Session,
+    socket: &TcpStream,
     name: &str,
     started: Instant,
     budget: Duration,
 ) -> Result<(Vec<u8>, Vec<u8>), ShellError> {
-    const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
     let mut outputs = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 32 * 1024];
-    let mut idle_wait = Duration::from_micros(500);
     loop {
         let mut progressed = false;
         for (stream_id, sink) in [(0, &mut outputs.0), (1, &mut outputs.1)] {
@@ -292,16 +282,32 @@ fn read_outputs_nonblocking(
             return Ok(outputs);
         }
         if progressed {
-            idle_wait = Duration::from_micros(500);
             continue;
         }
         let Some(left) = budget.checked_sub(started.elapsed()) else {
             return Err(timeout(name, SshStep::Io, budget));
         };
-        // A blocking thread waiting on a non-blocking socket (ssh2 exposes no poll).
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(idle_wait.min(left));
-        idle_wait = (idle_wait * 2).min(MAX_IDLE_WAIT);
+        wait_for_socket(session, socket, left).map_err(|e| failed(name, SshStep::Io, e))?;
+    }
+}
+
+/// Blocks until the socket is ready in the direction libssh2 last blocked on (reading
+/// when it says nothing), or `left` has passed. Spurious wake-ups are harmless: the caller
+/// reads again and comes back.
+fn wait_for_socket(session: &Session, socket: &TcpStream, left: Duration) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+
+    let flags = match session.block_directions() {
+        ssh2::BlockDirections::Outbound => PollFlags::POLLOUT,
+        ssh2::BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
+        ssh2::BlockDirections::Inbound | ssh2::BlockDirections::None => PollFlags::POLLIN,
+    };
+    let wait = PollTimeout::try_from(left.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(socket.as_fd(), flags)];
+    match poll(&mut fds, wait) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 

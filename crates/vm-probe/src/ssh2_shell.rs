@@ -1,30 +1,51 @@
-//! [`Ssh2Shell`]: the [`VmShell`] seam on ssh2. Each operation is one `spawn_blocking` task
-//! holding one slot of a concurrency cap; no session outlives its operation and none is
-//! held across an `.await`. What the scripts say lives in `script`; the wire in `session`.
+//! [`Ssh2Shell`]: the [`VmShell`] seam on ssh2, in two phases per operation:
+//!
+//! 1. **dial** (async, `dial`): TCP connect and wait for the server's SSH banner, up to
+//!    [`SshConfig::max_dialing`] at once. No thread and no CPU: a pass over hundreds of
+//!    black holes costs one banner deadline and nothing else.
+//! 2. **session** (one dedicated OS thread, `session`): key exchange and authentication
+//!    under [`SshConfig::max_handshakes`] (what the cores can handshake in time), then the
+//!    command, at most [`SshConfig::max_concurrent`] sessions at once.
+//!
+//! Each phase's deadlines start when the operation gets its slot, so a reachable VM
+//! queued behind others for a handshake slot is never timed out for the wait. The SSH
+//! threads are the shell's own, not tokio's blocking pool: hundreds of sessions stuck on
+//! slow VMs cannot starve DNS resolution or file I/O elsewhere in the process. No session
+//! outlives its operation and none is held across an `.await`. What the scripts say lives
+//! in `script`; the wire in `session`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::config::SshConfig;
-use crate::session::{Credentials, Exec, HostKeyPins, login};
-use crate::{ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, VmShell, script};
+use crate::session::{Credentials, Exec, HostKeyPins, Login, login};
+use crate::{
+    ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, VmShell, dial, script,
+};
 
-/// The production [`VmShell`]: ssh2 over blocking sockets, one blocking task per operation.
+/// The production [`VmShell`]: ssh2 over blocking sockets, one SSH thread per session.
 pub struct Ssh2Shell {
     inner: Arc<Inner>,
-    permits: Arc<Semaphore>,
+    slots: Slots,
 }
 
 struct Inner {
     config: SshConfig,
     credentials: Credentials,
     pins: HostKeyPins,
+}
+
+/// The three caps an operation passes through, in order.
+struct Slots {
+    dialing: Arc<Semaphore>,
+    sessions: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Ssh2Shell {
@@ -37,15 +58,22 @@ impl Ssh2Shell {
     /// Builds the shell; reads the private key file now (a missing key is a
     /// [`ShellError::Config`] at startup, not at the first VM).
     pub fn new(config: SshConfig) -> Result<Self, ShellError> {
-        if config.max_concurrent == 0 {
-            return Err(ShellError::Config("max_concurrent must be at least 1".into()));
+        for (name, value) in [
+            ("max_dialing", config.max_dialing),
+            ("max_handshakes", config.max_handshakes),
+            ("max_concurrent", config.max_concurrent),
+        ] {
+            if value == 0 {
+                return Err(ShellError::Config(format!("{name} must be at least 1")));
+            }
         }
         let credentials = Credentials::load(&config.auth)?;
-        let permits = Arc::new(Semaphore::new(config.max_concurrent));
-        Ok(Ssh2Shell {
-            inner: Arc::new(Inner { config, credentials, pins: HostKeyPins::default() }),
-            permits,
-        })
+        let slots = Slots {
+            dialing: Arc::new(Semaphore::new(config.max_dialing)),
+            sessions: Arc::new(Semaphore::new(config.max_concurrent)),
+            handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
+        };
+        Ok(Ssh2Shell { inner: Arc::new(Inner { config, credentials, pins: HostKeyPins::default() }), slots })
     }
 
     /// The settings in use.
@@ -61,10 +89,7 @@ impl Ssh2Shell {
 
     /// Connects, authenticates once and disconnects (no command).
     pub async fn check_login(&self, target: &SshTarget) -> Result<(), ShellError> {
-        self.blocking(target, |inner, target| {
-            login(target, &inner.config, &inner.credentials, &inner.pins).map(drop)
-        })
-        .await
+        self.session(target, |_login| Ok(())).await
     }
 
     /// Logs in and runs one command under `budget`.
@@ -75,45 +100,72 @@ impl Ssh2Shell {
         stdin: Option<SecretString>,
         budget: Duration,
     ) -> Result<ScriptOutput, ShellError> {
-        self.blocking(target, move |inner, target| {
-            let session = login(target, &inner.config, &inner.credentials, &inner.pins)?;
-            session.exec(&Exec { command: &command, stdin: stdin.as_ref(), budget })
+        self.session(target, move |login| {
+            login.exec(&Exec { command: &command, stdin: stdin.as_ref(), budget })
         })
         .await
     }
 
-    /// Runs `work` on a blocking thread under the concurrency cap.
-    async fn blocking<T, F>(&self, target: &SshTarget, work: F) -> Result<T, ShellError>
+    /// Phase 1 on this task, then phase 2 and `work` on a dedicated SSH thread.
+    async fn session<T, F>(&self, target: &SshTarget, work: F) -> Result<T, ShellError>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner, &SshTarget) -> Result<T, ShellError> + Send + 'static,
+        F: FnOnce(&Login) -> Result<T, ShellError> + Send + 'static,
     {
-        let queue_timeout = self.inner.config.queue_timeout;
-        let permit = tokio::time::timeout(queue_timeout, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .map_err(|_| ShellError::Timeout {
-                target: target.to_string(),
-                step: SshStep::Queue,
-                after: queue_timeout,
-            })?
+        let config = &self.inner.config;
+        let tcp = {
+            let _dialing = acquire(&self.slots.dialing, target, config.queue_timeout).await?;
+            dial::dial(target, config.connect_timeout, config.io_timeout).await?
+        };
+        // One queue deadline for both waits: a thread, then a handshake slot.
+        let queued = Instant::now();
+        let session_slot = acquire(&self.slots.sessions, target, config.queue_timeout).await?;
+        let left = config.queue_timeout.saturating_sub(queued.elapsed());
+        let handshake_slot = acquire(&self.slots.handshakes, target, left).await.map_err(|e| match e {
+            ShellError::Timeout { target, step, .. } => {
+                ShellError::Timeout { target, step, after: config.queue_timeout }
+            }
+            other => other,
+        })?;
+
+        let inner = Arc::clone(&self.inner);
+        let owned_target = target.clone();
+        let (done, result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("ssh-session".into())
+            .spawn(move || {
+                let _session_slot = session_slot;
+                let login = login(tcp, &owned_target, &inner.config, &inner.credentials, &inner.pins);
+                drop(handshake_slot);
+                let _ = done.send(login.and_then(|login| work(&login)));
+            })
             .map_err(|e| ShellError::Failed {
                 target: target.to_string(),
                 step: SshStep::Queue,
                 source: e.into(),
             })?;
-        let inner = Arc::clone(&self.inner);
-        let owned_target = target.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work(&inner, &owned_target)
-        })
-        .await
-        .map_err(|e| ShellError::Failed {
+        result.await.map_err(|_| ShellError::Failed {
             target: target.to_string(),
             step: SshStep::Exec,
-            source: e.into(),
+            source: "the SSH thread ended without an answer".into(),
         })?
     }
+}
+
+/// Waits up to `wait` for a slot of `cap`.
+async fn acquire(
+    cap: &Arc<Semaphore>,
+    target: &SshTarget,
+    wait: Duration,
+) -> Result<OwnedSemaphorePermit, ShellError> {
+    tokio::time::timeout(wait, Arc::clone(cap).acquire_owned())
+        .await
+        .map_err(|_| ShellError::Timeout { target: target.to_string(), step: SshStep::Queue, after: wait })?
+        .map_err(|e| ShellError::Failed {
+            target: target.to_string(),
+            step: SshStep::Queue,
+            source: e.into(),
+        })
 }
 
 fn require_success(target: &SshTarget, output: ScriptOutput) -> Result<ScriptOutput, ShellError> {

@@ -1,5 +1,5 @@
 //! Every step is bounded: a black-hole listener (accepts TCP, never sends a banner), a
-//! closed port, and the concurrency cap's queue. No sshd needed.
+//! closed port, and the dialing cap's queue. No sshd needed.
 
 use std::time::Duration;
 
@@ -44,10 +44,10 @@ async fn a_closed_port_fails_at_connect_and_is_retryable() {
 }
 
 #[tokio::test]
-async fn the_concurrency_cap_queues_and_the_queue_wait_is_bounded() {
+async fn the_dialing_cap_queues_and_the_queue_wait_is_bounded() {
     let (_hole, target) = black_hole();
     let mut config = config(Duration::from_millis(800));
-    config.max_concurrent = 1;
+    config.max_dialing = 1;
     config.queue_timeout = Duration::from_millis(100);
     let shell = Ssh2Shell::new(config).unwrap();
     let (first, second) = tokio::join!(shell.probe(&target), async {

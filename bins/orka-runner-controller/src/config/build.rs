@@ -168,15 +168,16 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
             true,
         ),
         max_concurrent_provisions: b
-            .or_default("MAX_CONCURRENT_PROVISIONS", 10, |raw| values::parse_u32_in(raw, 1, 10_000)),
+            .or_default("MAX_CONCURRENT_PROVISIONS", 100, |raw| values::parse_u32_in(raw, 1, 10_000)),
     };
     let reconcile = ReconcileSettings {
         enabled: b.boolean("ENABLE_RECONCILIATION", true),
         interval: b.duration("VM_TRACKER_INTERVAL", Duration::from_secs(300), true),
         probe_interval: b.duration("PROBE_INTERVAL", Duration::from_secs(30), true),
-        probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(30), true),
+        probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(10), true),
         unreachable_strikes: b
             .or_default("RECONCILE_UNREACHABLE_STRIKES", 3, |raw| values::parse_u32_in(raw, 1, 1000)),
+        ssh_max_handshakes: b.optional("SSH_MAX_HANDSHAKES", |raw| values::parse_u32_in(raw, 1, 10_000)),
     };
     let logging = logging(&mut b);
     let http = HttpSettings {

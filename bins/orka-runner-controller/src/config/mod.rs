@@ -198,6 +198,8 @@ pub struct ReconcileSettings {
     pub probe_timeout: Duration,
     /// `RECONCILE_UNREACHABLE_STRIKES`.
     pub unreachable_strikes: u32,
+    /// `SSH_MAX_HANDSHAKES`; unset: 4 per CPU core (at least 8).
+    pub ssh_max_handshakes: Option<u32>,
 }
 
 /// Logging settings.

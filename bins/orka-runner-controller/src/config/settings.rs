@@ -106,7 +106,7 @@ pub const SETTINGS: &[Setting] = &[
     new("RUNNER_IDLE_GRACE", "5m", "How long a surplus idle runner stays before it is retired"),
     go("RUNNER_DEREGISTRATION_TIMEOUT", "30s", "Wait for a runner to deregister before removing it by force"),
     go("RUNNER_DEREGISTRATION_POLL_INTERVAL", "2s", "Poll period while waiting for deregistration"),
-    new("MAX_CONCURRENT_PROVISIONS", "10", "VM deploys and SSH installs running at the same time"),
+    new("MAX_CONCURRENT_PROVISIONS", "100", "VM deploys and SSH installs running at the same time"),
     go(
         "MANAGE_RUNNER_SCALE_SETS",
         "false",
@@ -121,8 +121,9 @@ pub const SETTINGS: &[Setting] = &[
     go("ENABLE_RECONCILIATION", "true", "Reconcile owned VMs at start and periodically"),
     go("VM_TRACKER_INTERVAL", "300s", "Period of the periodic reconciliation"),
     new("PROBE_INTERVAL", "30s", "Period of the cheap SSH probe of each running runner"),
-    new("PROBE_TIMEOUT", "30s", "Deadline of one SSH probe of one VM"),
+    new("PROBE_TIMEOUT", "10s", "Deadline of one SSH probe of one VM"),
     new("RECONCILE_UNREACHABLE_STRIKES", "3", "Failed probes before an unreachable idle VM is deleted"),
+    new("SSH_MAX_HANDSHAKES", "4 per CPU core (at least 8)", "SSH key exchanges at the same time"),
     // Process.
     go("LOG_LEVEL", "info", "trace, debug, info, warn (or warning), error"),
     new("LOG_FORMAT", "json", "json or pretty"),

@@ -32,10 +32,14 @@ use metered::{MeteredGitHub, MeteredQueue, MeteredVms};
 pub use oneshot::{check_connectivity, reconcile_once};
 use runtime::{ClientSet, FleetBuilder};
 
-/// SSH probes (and VMs examined by a reconcile pass) at the same time: a pass over up to
-/// this many unreachable VMs costs about one probe timeout. Blocking threads exist only
-/// while probes run.
+/// VMs examined by a reconcile pass at the same time, and SSH probes dialing at once
+/// (connect + banner, no thread): a pass over up to this many unreachable VMs costs about
+/// one probe timeout.
 pub const PROBE_SLOTS: usize = 512;
+
+/// Logged-in probe sessions at once, each on its own SSH thread; only VMs that sent an SSH
+/// banner get one, and key exchanges are capped per core inside the shell.
+const PROBE_SESSIONS: usize = 64;
 
 /// Longest silence of a scale set's loop before `/healthz` reports it stalled.
 const HEARTBEAT_SILENCE: Duration = Duration::from_secs(180);
@@ -48,7 +52,8 @@ pub struct Clients {
     pub orka: HashMap<String, Arc<OrkaClient>>,
     /// SSH into VMs.
     pub shell: Arc<Ssh2Shell>,
-    /// SSH for reconcile probes: every step bounded by `PROBE_TIMEOUT`, [`PROBE_SLOTS`] at once.
+    /// SSH for reconcile probes: every step bounded by `PROBE_TIMEOUT`, [`PROBE_SLOTS`] dialing
+    /// at once.
     pub probe_shell: Arc<Ssh2Shell>,
 }
 
@@ -87,17 +92,7 @@ impl Clients {
             orka.insert(scale_set.namespace.clone(), Arc::new(client));
         }
 
-        let ssh_auth = match &config.orka.vm_ssh_key_path {
-            Some(path) => SshAuth::PrivateKey { path: path.clone(), passphrase: None },
-            None => SshAuth::Password(config.orka.vm_password.clone()),
-        };
-        let mut ssh = SshConfig::new(config.orka.vm_username.clone(), ssh_auth);
-        ssh.max_concurrent = ssh.max_concurrent.max(config.runners.max_concurrent_provisions as usize * 2);
-        // Probes get their own shell whose every step is bounded by the probe timeout, so a
-        // black-hole VM frees its blocking thread and slot when its probe deadline passes,
-        // and enough slots for a whole reconcile pass to run at once.
-        let mut probing = ssh.clone().with_step_timeout(config.reconcile.probe_timeout);
-        probing.max_concurrent = PROBE_SLOTS;
+        let (ssh, probing) = ssh_configs(config);
         let shell = Arc::new(Ssh2Shell::new(ssh).context("configuring SSH")?);
         let probe_shell = Arc::new(Ssh2Shell::new(probing).context("configuring SSH")?);
         Ok(Self { github, orka, shell, probe_shell })
@@ -106,6 +101,34 @@ impl Clients {
     pub(super) fn orka_for(&self, scale_set: &ScaleSetSettings) -> Arc<OrkaClient> {
         self.orka[&scale_set.namespace].clone()
     }
+}
+
+/// SSH settings of provisioning and of probes.
+fn ssh_configs(config: &Config) -> (SshConfig, SshConfig) {
+    let ssh_auth = match &config.orka.vm_ssh_key_path {
+        Some(path) => SshAuth::PrivateKey { path: path.clone(), passphrase: None },
+        None => SshAuth::Password(config.orka.vm_password.clone()),
+    };
+    let mut ssh = SshConfig::new(config.orka.vm_username.clone(), ssh_auth);
+    ssh.max_concurrent = ssh.max_concurrent.max(config.runners.max_concurrent_provisions as usize * 2);
+    if let Some(handshakes) = config.reconcile.ssh_max_handshakes {
+        ssh.max_handshakes = handshakes as usize;
+    }
+    // Probes get their own shell whose every step is bounded by the probe timeout and
+    // enough dialing slots for a whole reconcile pass at once; black holes wait in the
+    // dialing phase, which costs no thread.
+    let mut probing = ssh.clone().with_step_timeout(config.reconcile.probe_timeout);
+    probing.max_dialing = PROBE_SLOTS;
+    probing.max_concurrent = PROBE_SESSIONS;
+    (ssh, probing)
+}
+
+/// The reconciler's own deadline around one probe: only a backstop. The shell bounds every
+/// phase of a probe by `PROBE_TIMEOUT` from the moment the VM gets its slot, and a
+/// reachable VM's turn in the key-exchange queue must not count against it.
+fn probe_backstop(config: &Config) -> Duration {
+    let (_, probing) = ssh_configs(config);
+    probing.longest_operation(probing.command_timeout)
 }
 
 /// `run`: serves every scale set until `shutdown` fires. Fails only when no scale set

@@ -94,6 +94,9 @@ impl FleetObserver for MetricsObserver {
             FleetEvent::StepFailed { step, reason, .. } => {
                 self.metrics.provision_failed(&self.scale_set, failure_of(*step, reason));
             }
+            FleetEvent::CapacityWait { waiting } => {
+                self.metrics.set_waiting_for_orka_capacity(&self.scale_set, *waiting);
+            }
             FleetEvent::Job { .. } | FleetEvent::Planned { .. } => {}
         }
     }

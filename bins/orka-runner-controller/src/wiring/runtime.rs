@@ -112,7 +112,7 @@ pub(super) fn build_runtime(
         deploy_deadline: config.orka.deploy_timeout + Duration::from_secs(120),
         unreachable_strikes: config.reconcile.unreachable_strikes,
     };
-    reconciler_config.probe_timeout = config.reconcile.probe_timeout;
+    reconciler_config.probe_timeout = super::probe_backstop(config);
     reconciler_config.concurrency = super::PROBE_SLOTS;
     reconciler_config.strike_spacing = config.reconcile.probe_timeout;
     let reconciler = Reconciler::new(

@@ -28,6 +28,8 @@ pub fn client_config(fake: &FakeOrka) -> OrkaConfig {
     config.request_timeout = Duration::from_secs(10);
     config.ping_timeout = Duration::from_secs(2);
     config.cleanup_recheck = Duration::from_millis(300);
+    // Throttling answers asking for longer than this reach the caller.
+    config.max_retry_after = Duration::from_secs(2);
     config.delete_retry = RetryPolicy {
         min_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),

@@ -233,6 +233,42 @@ async fn rate_limited_429_surfaces_retry_after_and_delete_honours_it() {
 }
 
 #[tokio::test]
+async fn throttling_answers_with_a_short_retry_after_are_sent_again_after_the_wait() {
+    let (fake, client) = start(fake_config()).await;
+    // The ingress's 503 with Retry-After: the list is asked again after 1 s and succeeds.
+    fake.inject(Fault::Unavailable { route: Route::ListVms, retry_after_secs: Some(1) });
+    assert!(bounded(client.list_vms()).await.unwrap().is_empty());
+    let lists: Vec<_> = fake.journal().into_iter().filter(|e| e.is("GET", "/vms")).collect();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(lists[1].at_ms - lists[0].at_ms >= 900, "Retry-After: 1 was honoured: {lists:?}");
+
+    // A throttled deploy was not acted on: sending it again creates exactly one VM.
+    fake.inject(Fault::RateLimited { route: Route::Deploy, retry_after_secs: Some(1) });
+    let vm = bounded(client.deploy_vm(&request())).await.unwrap();
+    assert_eq!(deploys(&fake).len(), 2);
+    assert_eq!(fake.vms().len(), 1);
+    assert_eq!(fake.vms()[0].name, vm.name);
+}
+
+#[tokio::test]
+async fn throttling_that_persists_or_asks_too_long_reaches_the_caller() {
+    let (fake, client) = start(fake_config()).await;
+    // Four refusals in a row: the first answer and three resends, then the error.
+    fake.inject_times(Fault::Unavailable { route: Route::ListNodes, retry_after_secs: Some(0) }, 10);
+    let err = bounded(client.list_nodes()).await.unwrap_err();
+    assert!(matches!(err, OrkaError::Server { status: 503, .. }) && err.is_retryable(), "{err}");
+    let nodes = fake.journal().into_iter().filter(|e| e.is("GET", "/nodes")).count();
+    assert_eq!(nodes, 4);
+
+    // Retry-After beyond what we wait: one request, the wait handed to the caller.
+    fake.inject(Fault::RateLimited { route: Route::Deploy, retry_after_secs: Some(30) });
+    let err = bounded(client.deploy_vm(&request())).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(deploys(&fake).len(), 1);
+    assert_no_vms(&fake);
+}
+
+#[tokio::test]
 async fn token_expiry_is_a_final_auth_error_and_deploys_leave_nothing() {
     let mut config = fake_config();
     config.tokens = vec![TokenSpec {

@@ -515,6 +515,13 @@ async fn journal_and_faults(AxumState(shared): Shr, request: Request, next: Next
             }
             r
         }
+        Some(Fault::Unavailable { retry_after_secs, .. }) => {
+            let mut r = injected_error(503, ErrorBody::Html);
+            if let Some(secs) = retry_after_secs {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            r
+        }
         other => {
             // Like a Go API server, a request once received is carried out even if the
             // client goes away (a deploy still creates its VM): run it detached.

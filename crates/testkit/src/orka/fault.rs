@@ -123,6 +123,14 @@ pub enum Fault {
         /// `Retry-After` header value, if any.
         retry_after_secs: Option<u64>,
     },
+    /// 503 from the ingress in front of the API (nginx's HTML page), optionally with
+    /// `Retry-After` (seconds): the request never reached Orka.
+    Unavailable {
+        /// Calls it applies to.
+        route: Route,
+        /// `Retry-After` header value, if any.
+        retry_after_secs: Option<u64>,
+    },
     /// Matching calls succeed with a corrupted body.
     MalformedSuccess {
         /// Calls it applies to.
@@ -151,6 +159,7 @@ impl Fault {
             | Fault::RespondBeforeRunning => Route::Deploy,
             Fault::HttpError { route, .. }
             | Fault::RateLimited { route, .. }
+            | Fault::Unavailable { route, .. }
             | Fault::MalformedSuccess { route, .. }
             | Fault::Hang { route, .. } => *route,
         }
@@ -170,7 +179,13 @@ impl Fault {
 
     /// Faults that replace or delay the handler, applied before it runs.
     pub(crate) fn is_pre_handler(&self) -> bool {
-        matches!(self, Fault::HttpError { .. } | Fault::RateLimited { .. } | Fault::Hang { .. })
+        matches!(
+            self,
+            Fault::HttpError { .. }
+                | Fault::RateLimited { .. }
+                | Fault::Unavailable { .. }
+                | Fault::Hang { .. }
+        )
     }
 }
 
