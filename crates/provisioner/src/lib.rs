@@ -35,6 +35,7 @@ pub mod fakes;
 mod fleet;
 pub mod jobs;
 pub mod lifecycle;
+pub mod outdated;
 pub mod planner;
 mod provision;
 mod retire;
@@ -46,6 +47,7 @@ pub use error::{Cause, ProvisionError, Step};
 pub use events::{FleetCounters, FleetEvent, FleetObserver, JobEventKind, RetireReason};
 pub use fleet::{Fleet, FleetDeps, RunnerSnapshot};
 pub use lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
+pub use outdated::{Outdated, RunnerVersionSource, RunnerVersionStatus, VersionSourceError};
 pub use planner::{
     Demand, Plan, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap, surplus_provisioning,
 };

@@ -138,10 +138,7 @@ async fn a_refused_runner_version_prints_the_deprecation_message_and_exits_7() {
     .await;
     assert_eq!((report.runner_alive, report.exit_code), (Tri::No, Some(7)));
     let log = shell.tail_log(&target, 20).await.unwrap();
-    assert!(
-        log.contains("Runner version v2.300.0 is deprecated and cannot receive messages"),
-        "{log}"
-    );
+    assert!(log.contains("Runner version v2.300.0 is deprecated and cannot receive messages"), "{log}");
     let state = github.state();
     assert_eq!(state.job(job).unwrap().state, JobState::Assigned, "a refused runner takes no job");
 }

@@ -160,7 +160,9 @@ async fn latest_release(State(shared): State<Arc<Shared>>) -> Response {
             "prerelease": false,
         }))
         .into_response(),
-        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"message": "Not Found"}))).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"message": "Not Found"}))).into_response()
+        }
     }
 }
 
