@@ -20,6 +20,10 @@
 //!   `JobStarted` / `JobCompleted` and by the periodic probe of [`Fleet::tick`] (which also
 //!   catches a `JobCompleted` consumed by a process that died: the run sentinel).
 //! * **Adopted runners** enter the same state machine as `Idle` or `Busy`.
+//! * **A refused runner version holds new VMs back.** A runner that exits without a job
+//!   with code 7 or GitHub's deprecation message marks the scale set outdated: one VM per
+//!   retry interval at most, and a new latest release (when not pinned) resumes it
+//!   ([`outdated`]).
 //!
 //! With the `fakes` feature, the `fakes` module offers stateful in-memory implementations of the
 //! three seams (used by this crate's and the reconciler's tests and benchmarks).
