@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpSettings;
-use crate::health::{Health, Report};
 use crate::metrics::{self, Metrics};
+use scaleset_service::health::{Health, Report};
 
 /// What the endpoints read: the metrics registry and the health state.
 #[derive(Debug, Clone)]

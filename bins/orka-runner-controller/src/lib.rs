@@ -2,8 +2,9 @@
 //! metrics and health endpoints, and the command handlers `main` dispatches to.
 //!
 //! This is the only crate that picks concrete implementations of the trait seams. What it
-//! does not own: scaling decisions (`provisioner`), reconcile decisions (`reconciler`) and
-//! any wire format (`github-scaleset`, `orka-client`, `vm-probe`).
+//! does not own: scaling decisions (`provisioner`), reconcile decisions (`reconciler`), the
+//! scale set's session lifecycle and health signals (`scaleset-service`) and any wire
+//! format (`github-scaleset`, `orka-client`, `vm-probe`).
 
 pub mod app;
 pub mod check;
@@ -11,11 +12,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod demo;
-pub mod health;
+/// Liveness and readiness state behind `/healthz` and `/readyz` (from `scaleset-service`).
+pub use scaleset_service::health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod runner_version;
-pub mod service;
+/// The per-scale-set service (the `scaleset-service` crate).
+pub use scaleset_service as service;
 pub mod shutdown;
 pub mod wiring;

@@ -4,7 +4,7 @@
 //! GitHub App → registration token → Actions tenant URL and admin token), the Actions
 //! service endpoints for scale sets, sessions, jobs and runners, and the message queue.
 //! The rest of the controller sees only the [`ScaleSetApi`] and [`MessageQueue`] seams
-//! and the vocabulary below.
+//! and their vocabulary, which live in `runner-core` and are re-exported here.
 //!
 //! What it does not know: Orka, SSH, or how many runners to create.
 //!
@@ -30,30 +30,24 @@
 //! retried. Admin-token calls re-run the bootstrap once on 401; queue calls refresh the
 //! session once on 401.
 
-mod api;
 mod auth;
 mod client;
 pub mod config;
-mod error;
-pub mod messages;
 mod proxy;
 mod queue;
 mod transport;
-mod types;
 mod wire;
 
-pub use api::{MessageQueue, ScaleSetApi};
-#[cfg(any(test, feature = "mocks"))]
-pub use api::{MockMessageQueue, MockScaleSetApi};
 pub use client::GitHubClient;
 pub use config::{Auth, GitHubConfig, ProxyConfig, RetryPolicy, Timeouts};
-pub use error::ScaleSetError;
-pub use messages::{
-    JobAvailable, JobCompleted, JobInfo, JobMessage, JobResult, JobStarted, ScaleSetMessage, parse_message,
-};
 pub use queue::SessionQueue;
-pub use types::{
-    JitConfig, Label, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, RunnerSetting, RunnerState,
-    ScaleSet, ScaleSetRef, Statistics,
+/// The message envelope and its parsing (defined with the seam in `runner-core`).
+pub use runner_core::messages;
+pub use runner_core::{
+    JitConfig, JobAvailable, JobCompleted, JobInfo, JobMessage, JobResult, JobStarted, Label, MessageQueue,
+    MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, RunnerSetting, RunnerState, ScaleSet,
+    ScaleSetApi, ScaleSetError, ScaleSetMessage, ScaleSetRef, Statistics, parse_message,
 };
+#[cfg(any(test, feature = "mocks"))]
+pub use runner_core::{MockMessageQueue, MockScaleSetApi};
 pub use wire::ScaleSetUpdate;

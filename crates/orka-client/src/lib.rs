@@ -1,8 +1,10 @@
 //! Orka 3 REST client.
 //!
-//! This crate owns everything that knows Orka's wire format: the [`VmBackend`] seam the
-//! controller deploys, lists and deletes VMs through, the [`Vm`] vocabulary, the VM naming
-//! contract ([`naming`]) and the hyper-based implementation of the backend ([`OrkaClient`]).
+//! This crate owns everything that knows Orka's wire format: the hyper-based
+//! implementation ([`OrkaClient`]) of the [`VmBackend`] seam the controller deploys, lists
+//! and deletes VMs through. The seam, the [`Vm`] vocabulary, the VM naming contract
+//! ([`naming`]) and the error ([`OrkaError`], an alias of `runner_core::VmBackendError`)
+//! live in `runner-core` and are re-exported here.
 //!
 //! What it does not know: GitHub, SSH, or why a VM exists. Callers own retries across
 //! attempts; this crate owns the cleanup of a single failed deploy (a failed deploy never
@@ -33,25 +35,22 @@
 //! # }
 //! ```
 
-mod backend;
 mod client;
 mod config;
 mod deploy;
-mod error;
-pub mod naming;
 mod transport;
-mod vm;
 mod wire;
 
-#[cfg(any(test, feature = "mocks"))]
-pub use backend::MockVmBackend;
-pub use backend::VmBackend;
 pub use client::OrkaClient;
 pub use config::{
     DEFAULT_NAMESPACE, NodeIpMap, OrkaConfig, RetryPolicy, normalize_base_url, parse_vm_metadata,
     validate_namespace,
 };
-pub use error::OrkaError;
-pub use naming::VmName;
-pub use vm::{DeployRequest, Vm, VmStatus};
+/// The VM backend error under the name this crate has always used for it.
+pub type OrkaError = runner_core::VmBackendError;
+#[cfg(any(test, feature = "mocks"))]
+pub use runner_core::MockVmBackend;
+/// VM naming and ownership (defined with the seam in `runner-core`).
+pub use runner_core::naming;
+pub use runner_core::{DeployRequest, Vm, VmBackend, VmName, VmStatus};
 pub use wire::{ClusterInfo, Image, Node, VmConfig};

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use github_scaleset::{JobCompleted, JobInfo, JobMessage, JobStarted, ScaleSetMessage, Statistics};
 use provisioner::fakes::{FakeGitHub, FakeOrka, FakeQueue, FakeShell, running_vm};
 use provisioner::{
     Demand, Fleet, FleetConfig, FleetDeps, RunnerInstallConfig, RunnerPhase, RunnerView, ScalingConfig,
     plan_runner_gap,
 };
+use runner_core::{JobCompleted, JobInfo, JobMessage, JobStarted, ScaleSetMessage, Statistics};
 
 fn config() -> FleetConfig {
     let mut config = FleetConfig::new(

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use github_scaleset::ScaleSetError;
-use orka_client::OrkaError;
-use vm_probe::ShellError;
+use runner_core::ScaleSetError;
+use runner_core::ShellError;
+use runner_core::VmBackendError;
 
 /// A lifecycle step with a deadline and a retry budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,7 +49,7 @@ impl fmt::Display for Step {
 pub enum Cause {
     /// Orka failed.
     #[error("Orka call failed")]
-    Orka(#[source] OrkaError),
+    Orka(#[source] VmBackendError),
     /// GitHub failed.
     #[error("GitHub call failed")]
     GitHub(#[source] ScaleSetError),
@@ -102,7 +102,7 @@ pub enum ProvisionError {
     },
     /// The scale-set name cannot prefix VM names.
     #[error("invalid configuration")]
-    Config(#[source] OrkaError),
+    Config(#[source] VmBackendError),
     /// Acquiring offered jobs failed; the jobs stay offered and are acquired again later.
     #[error("acquiring jobs failed")]
     Acquire(#[source] ScaleSetError),

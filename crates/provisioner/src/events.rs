@@ -4,53 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use github_scaleset::JobResult;
+use runner_core::JobResult;
+/// Why a runner left (defined with the fleet seam in `runner-core`).
+pub use runner_core::RetireReason;
 
 use crate::error::Step;
 use crate::lifecycle::RunnerStage;
-
-/// Why a runner left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RetireReason {
-    /// Its job completed (`JobCompleted`).
-    JobCompleted,
-    /// The probe found the run sentinel (the job ended; the message may have been lost).
-    RunComplete,
-    /// run.sh died without a run sentinel.
-    RunnerCrashed,
-    /// The VM stopped answering probes and GitHub does not report it busy.
-    Unreachable,
-    /// The VM vanished from Orka or failed.
-    VmVanished,
-    /// Surplus idle runner past the idle grace.
-    Surplus,
-    /// Online too long without a job.
-    IdleTooLong,
-    /// Provisioning was stopped because the demand went away, or for shutdown.
-    Cancelled,
-    /// A provisioning step failed.
-    ProvisioningFailed,
-    /// The reconciler decided so (deregister, then delete).
-    Reconciler,
-}
-
-impl RetireReason {
-    /// A short stable label (logs, metrics).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetireReason::JobCompleted => "job_completed",
-            RetireReason::RunComplete => "run_complete",
-            RetireReason::RunnerCrashed => "runner_crashed",
-            RetireReason::Unreachable => "unreachable",
-            RetireReason::VmVanished => "vm_vanished",
-            RetireReason::Surplus => "surplus",
-            RetireReason::IdleTooLong => "idle_too_long",
-            RetireReason::Cancelled => "cancelled",
-            RetireReason::ProvisioningFailed => "provisioning_failed",
-            RetireReason::Reconciler => "reconciler",
-        }
-    }
-}
 
 /// Something an observer may want to count or time.
 #[derive(Debug, Clone, PartialEq)]

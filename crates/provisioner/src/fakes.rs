@@ -12,13 +12,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use github_scaleset::{
+use runner_core::{DeployRequest, Vm, VmBackend, VmBackendError, VmStatus};
+use runner_core::{
     JitConfig, MessageQueue, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, ScaleSet, ScaleSetApi,
     ScaleSetError, ScaleSetMessage, ScaleSetRef, Statistics,
 };
-use orka_client::{DeployRequest, OrkaError, Vm, VmBackend, VmStatus};
+use runner_core::{ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, Tri, VmShell};
 use secrecy::SecretString;
-use vm_probe::{ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, Tri, VmShell};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -107,19 +107,19 @@ impl FakeOrka {
 
 #[async_trait]
 impl VmBackend for FakeOrka {
-    async fn list_vms(&self) -> Result<Vec<Vm>, OrkaError> {
+    async fn list_vms(&self) -> Result<Vec<Vm>, VmBackendError> {
         self.log("list".into());
         if take(&self.fail_lists) {
-            return Err(OrkaError::Server { status: 503, message: "injected".into() });
+            return Err(VmBackendError::Server { status: 503, message: "injected".into() });
         }
         Ok(lock(&self.vms).values().cloned().collect())
     }
 
-    async fn get_vm(&self, name: &str) -> Result<Option<Vm>, OrkaError> {
+    async fn get_vm(&self, name: &str) -> Result<Option<Vm>, VmBackendError> {
         Ok(lock(&self.vms).get(name).cloned())
     }
 
-    async fn deploy_vm(&self, request: &DeployRequest) -> Result<Vm, OrkaError> {
+    async fn deploy_vm(&self, request: &DeployRequest) -> Result<Vm, VmBackendError> {
         let name = request.name.to_string();
         self.log(format!("deploy {name}"));
         {
@@ -139,21 +139,21 @@ impl VmBackend for FakeOrka {
             tokio::time::sleep(delay).await;
         }
         if take(&self.fail_deploys) {
-            return Err(OrkaError::CapacityExhausted { message: "injected".into() });
+            return Err(VmBackendError::CapacityExhausted { message: "injected".into() });
         }
         let vm = running_vm(&name);
         lock(&self.vms).insert(name, vm.clone());
         Ok(vm)
     }
 
-    async fn delete_vm(&self, name: &str) -> Result<(), OrkaError> {
+    async fn delete_vm(&self, name: &str) -> Result<(), VmBackendError> {
         self.log(format!("delete {name}"));
         let delay = *lock(&self.delete_delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         if take(&self.fail_deletes) {
-            return Err(OrkaError::Server { status: 500, message: "injected".into() });
+            return Err(VmBackendError::Server { status: 500, message: "injected".into() });
         }
         lock(&self.vms).remove(name);
         Ok(())

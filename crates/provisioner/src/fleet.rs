@@ -16,13 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use github_scaleset::{JobMessage, MessageQueue, RunnerRecord, ScaleSetApi, ScaleSetMessage, Statistics};
-use orka_client::{Vm, VmBackend, VmName, naming};
+use runner_core::{FleetControl, Vm, VmName, naming};
+use runner_core::{JobMessage, MessageQueue, RunnerRecord, ScaleSetMessage, Statistics};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vm_probe::VmShell;
 
 use crate::config::FleetConfig;
 use crate::error::ProvisionError;
@@ -32,16 +31,9 @@ use crate::lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
 use crate::outdated::VersionGate;
 use crate::planner::{Demand, RunnerView, plan_runner_gap, surplus_provisioning};
 
-/// The three seams the fleet does its I/O through.
-#[derive(Clone)]
-pub struct FleetDeps {
-    /// Orka.
-    pub vms: Arc<dyn VmBackend>,
-    /// GitHub's scale-set API (admin token).
-    pub github: Arc<dyn ScaleSetApi>,
-    /// SSH into VMs.
-    pub shell: Arc<dyn VmShell>,
-}
+/// The three seams the fleet does its I/O through: the same bundle the reconciler of the
+/// scale set uses ([`runner_core::Seams`]).
+pub type FleetDeps = runner_core::Seams;
 
 /// One runner as the fleet sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,6 +439,30 @@ impl Fleet {
     }
 }
 
+/// The reconciler acts on the fleet through this seam; each method is the inherent one.
+#[async_trait::async_trait]
+impl FleetControl for Fleet {
+    fn owns(&self, name: &str) -> bool {
+        Fleet::owns(self, name)
+    }
+
+    async fn adopt(&self, vm: Vm, runner: RunnerRecord, busy: bool) -> bool {
+        Fleet::adopt(self, vm, runner, busy).await
+    }
+
+    async fn retire_vm(&self, vm_name: &str, reason: RetireReason) -> bool {
+        Fleet::retire_vm(self, vm_name, reason).await
+    }
+
+    fn seen_runner_names(&self) -> Vec<String> {
+        Fleet::seen_runner_names(self)
+    }
+
+    fn forget_seen_runner(&self, name: &str) {
+        Fleet::forget_seen_runner(self, name)
+    }
+}
+
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -707,7 +723,7 @@ impl Shared {
         self.spawn_retires(retire);
     }
 
-    fn fresh_name(&self, st: &State) -> Result<String, orka_client::OrkaError> {
+    fn fresh_name(&self, st: &State) -> Result<String, runner_core::VmBackendError> {
         let mut name = VmName::generate(&self.config.scale_set_name)?;
         while st.runners.contains_key(&name.to_string()) {
             name = name.regenerate();

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use github_scaleset::{JobInfo, JobResult};
+use runner_core::{JobInfo, JobResult};
 use tokio::time::Instant;
 
 /// Where a job is, as far as message bodies told.

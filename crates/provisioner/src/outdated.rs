@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use runner_core::SshTarget;
 use tokio::time::Instant;
-use vm_probe::SshTarget;
 
 use crate::fleet::Shared;
 use crate::lifecycle::RunnerStage;

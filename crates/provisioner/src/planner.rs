@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use github_scaleset::Statistics;
+use runner_core::Statistics;
 
 /// Scaling limits of one scale set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

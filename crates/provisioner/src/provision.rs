@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use github_scaleset::{JitConfig, ScaleSetError};
-use orka_client::{DeployRequest, Vm, VmName};
+use runner_core::{DeployRequest, Vm, VmName};
+use runner_core::{JitConfig, ScaleSetError};
+use runner_core::{RunnerInstall, SshStep, SshTarget};
 use tokio_util::sync::CancellationToken;
-use vm_probe::{RunnerInstall, SshStep, SshTarget};
 
 use crate::error::{Cause, ProvisionError, Step};
 use crate::events::{FleetEvent, RetireReason};
@@ -126,7 +126,7 @@ impl Shared {
 
     async fn deploy(self: &Arc<Self>, name: &str, cancel: &CancellationToken) -> Result<Vm, ProvisionError> {
         let vm_name = VmName::parse_owned(&self.config.scale_set_name, name).ok_or_else(|| {
-            ProvisionError::Config(orka_client::OrkaError::Config(format!(
+            ProvisionError::Config(runner_core::VmBackendError::Config(format!(
                 "generated name {name} is not owned"
             )))
         })?;

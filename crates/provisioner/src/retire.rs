@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use github_scaleset::ScaleSetError;
+use runner_core::ScaleSetError;
 use tokio::time::Instant;
 
 use crate::error::{Cause, ProvisionError, Step};

@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use backon::Retryable;
-use github_scaleset::ScaleSetError;
+use runner_core::ScaleSetError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StepPolicy;

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use github_scaleset::RunnerState;
-use orka_client::{Vm, VmStatus};
+use runner_core::RunnerState;
+use runner_core::{ProbeReport, SshTarget, Tri};
+use runner_core::{Vm, VmStatus};
 use tokio::time::Instant;
-use vm_probe::{ProbeReport, SshTarget, Tri};
 
 use crate::events::RetireReason;
 use crate::fleet::Shared;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use github_scaleset::{JitConfig, MockScaleSetApi, RunnerRecord, ScaleSetError};
 use mockall::Sequence;
 use mockall::predicate::eq;
-use orka_client::{MockVmBackend, OrkaError, Vm, VmStatus};
 use provisioner::{Fleet, FleetDeps, RetireReason, RunnerStage, Step};
+use runner_core::{JitConfig, MockScaleSetApi, RunnerRecord, ScaleSetError};
+use runner_core::{MockVmBackend, Vm, VmBackendError, VmStatus};
+use runner_core::{MockVmShell, ShellError, SshStep};
 use secrecy::SecretString;
-use vm_probe::{MockVmShell, ShellError, SshStep};
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -223,7 +223,7 @@ async fn mocks_happy_path_calls_in_order() {
 async fn mocks_a_final_deploy_failure_deletes_the_vm_by_name_and_registers_nothing() {
     let mut vms = MockVmBackend::new();
     vms.expect_deploy_vm().times(1).returning(|req| {
-        Err(OrkaError::Invalid { status: 422, message: format!("bad config for {}", req.name) })
+        Err(VmBackendError::Invalid { status: 422, message: format!("bad config for {}", req.name) })
     });
     vms.expect_delete_vm().times(1).withf(|name| name.starts_with("mac-")).returning(|_| Ok(()));
     // No GitHub or SSH call at all: a strict mock panics on any.
@@ -314,7 +314,7 @@ async fn mocks_retry_after_is_honoured() {
     let mut first = true;
     vms.expect_deploy_vm().times(2).returning(move |req| {
         if std::mem::take(&mut first) {
-            Err(OrkaError::RateLimited { retry_after: Some(Duration::from_secs(90)) })
+            Err(VmBackendError::RateLimited { retry_after: Some(Duration::from_secs(90)) })
         } else {
             Ok(vm(&req.name.to_string()))
         }

@@ -15,7 +15,7 @@ async fn a_job_gets_a_runner_that_is_deleted_after_its_job() {
     lab.deliver(&msg(1, stats(1, 0), vec![assigned("j1")])).await;
     lab.settle().await;
     let name = lab.only_runner();
-    assert!(name.starts_with("mac-") && orka_client::naming::is_owned_by("mac", &name), "{name}");
+    assert!(name.starts_with("mac-") && runner_core::naming::is_owned_by("mac", &name), "{name}");
     assert_eq!(lab.stage_of(&name), Some(RunnerStage::Idle));
     assert!(lab.orka.exists(&name));
     assert!(lab.github.is_registered(&name));

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use github_scaleset::{JitConfig, MockScaleSetApi, RunnerRecord};
-use orka_client::{MockVmBackend, Vm, VmStatus};
 use provisioner::fakes::FakeQueue;
 use provisioner::{Fleet, FleetDeps, RunnerStage, RunnerVersionSource, VersionSourceError};
+use runner_core::{JitConfig, MockScaleSetApi, RunnerRecord};
+use runner_core::{MockVmBackend, Vm, VmStatus};
+use runner_core::{MockVmShell, ProbeReport, Tri};
 use secrecy::SecretString;
 use tokio::time::Instant;
-use vm_probe::{MockVmShell, ProbeReport, Tri};
 
 const RETRY: Duration = Duration::from_secs(300);
 const REFUSED: &str = "2.328.0";

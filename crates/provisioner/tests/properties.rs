@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use github_scaleset::Statistics;
 use proptest::prelude::*;
 use provisioner::{Demand, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap, surplus_provisioning};
+use runner_core::Statistics;
 
 fn phase() -> impl Strategy<Value = RunnerPhase> {
     prop_oneof![

@@ -37,7 +37,7 @@
 
 use std::time::Duration;
 
-use vm_probe::{ProbeReport, Tri};
+use runner_core::{ProbeReport, Tri};
 
 /// What Orka says about the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

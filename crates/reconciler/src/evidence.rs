@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use github_scaleset::{RunnerRecord, RunnerState, ScaleSetApi};
-use orka_client::{Vm, VmStatus};
-use vm_probe::{ShellError, SshTarget, VmShell};
+use runner_core::{RunnerRecord, RunnerState, ScaleSetApi};
+use runner_core::{ShellError, SshTarget, VmShell};
+use runner_core::{Vm, VmStatus};
 
 use crate::decision::{Evidence, OrkaEvidence, ProbeEvidence, RunnerEvidence};
 
@@ -100,7 +100,7 @@ pub(crate) fn probe_failed(probe: &ProbeEvidence) -> bool {
     match probe {
         ProbeEvidence::Unreachable => true,
         ProbeEvidence::Report(r) => {
-            use vm_probe::Tri::Unknown;
+            use runner_core::Tri::Unknown;
             r.setup_complete == Unknown || r.run_complete == Unknown || r.runner_alive == Unknown
         }
         ProbeEvidence::AuthFailed | ProbeEvidence::NotProbed => false,

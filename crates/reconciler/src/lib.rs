@@ -8,12 +8,12 @@
 //! [`Reconciler`] runs the passes: the startup sweep is the first activation of
 //! [`Reconciler::run_periodic`] (one code path), VMs are examined in parallel with a
 //! per-VM deadline, probe strikes are remembered across passes, and decisions are
-//! executed through the provisioner's [`provisioner::Fleet`] (adopt → the runner
+//! executed through the fleet's [`runner_core::FleetControl`] seam (adopt → the runner
 //! lifecycle; clean up / delete → deregister, then delete the VM). [`Mode::DryRun`]
 //! returns the table without acting (`reconcile --dry-run`).
 //!
 //! What it does not know: HTTP, JSON or SSH details; it does I/O only through traits. It
-//! does not decide when it may run: the binary runs it only while holding the scale set's
+//! does not decide when it may run: the scale-set service runs it only while holding the scale set's
 //! message session, and not at all with `ENABLE_RECONCILIATION=false`.
 
 pub mod decision;

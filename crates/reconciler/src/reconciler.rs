@@ -16,28 +16,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use github_scaleset::{RunnerState, ScaleSetApi, ScaleSetError};
-use orka_client::{Vm, VmBackend, VmStatus, naming};
-use provisioner::{Fleet, RetireReason};
+use runner_core::{FleetControl, RetireReason, RunnerState, ScaleSetError};
+use runner_core::{Vm, VmStatus, naming};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vm_probe::VmShell;
 
 use crate::decision::{Action, Decision, Evidence, OrkaEvidence, ReconcilePolicy, decide};
 use crate::error::ReconcileError;
 use crate::evidence::{Deadlines, gather, orka_evidence, probe_failed};
 
-/// The seams the reconciler reads the world through (it acts through the fleet).
-#[derive(Clone)]
-pub struct ReconcilerDeps {
-    /// Orka.
-    pub vms: Arc<dyn VmBackend>,
-    /// GitHub's scale-set API.
-    pub github: Arc<dyn ScaleSetApi>,
-    /// SSH into VMs.
-    pub shell: Arc<dyn VmShell>,
-}
+/// The seams the reconciler reads the world through (it acts through the fleet): the same
+/// bundle the fleet of the scale set uses ([`runner_core::Seams`]).
+pub type ReconcilerDeps = runner_core::Seams;
 
 /// Settings of the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,10 +117,10 @@ impl DecisionRow {
             crate::RunnerEvidence::Unknown => "unknown",
             crate::RunnerEvidence::LookupError => "lookup_error",
         };
-        let tri = |t: vm_probe::Tri| match t {
-            vm_probe::Tri::Yes => "yes",
-            vm_probe::Tri::No => "no",
-            vm_probe::Tri::Unknown => "?",
+        let tri = |t: runner_core::Tri| match t {
+            runner_core::Tri::Yes => "yes",
+            runner_core::Tri::No => "no",
+            runner_core::Tri::Unknown => "?",
         };
         let probe = match e.probe {
             crate::ProbeEvidence::Report(r) => {
@@ -178,7 +169,7 @@ struct Memory {
 /// Startup and periodic reconciliation of one scale set's VMs.
 pub struct Reconciler {
     deps: ReconcilerDeps,
-    fleet: Arc<Fleet>,
+    fleet: Arc<dyn FleetControl>,
     config: ReconcilerConfig,
     memory: Mutex<Memory>,
     wake: Notify,
@@ -187,7 +178,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler acting through `fleet`.
-    pub fn new(deps: ReconcilerDeps, fleet: Arc<Fleet>, config: ReconcilerConfig) -> Self {
+    pub fn new(deps: ReconcilerDeps, fleet: Arc<dyn FleetControl>, config: ReconcilerConfig) -> Self {
         Self {
             deps,
             fleet,
@@ -339,12 +330,7 @@ impl Reconciler {
         }
     }
 
-    async fn execute(
-        &self,
-        vm: &Vm,
-        decision: Decision,
-        record: Option<github_scaleset::RunnerRecord>,
-    ) -> bool {
+    async fn execute(&self, vm: &Vm, decision: Decision, record: Option<runner_core::RunnerRecord>) -> bool {
         match decision.action {
             Action::RecheckLater => false,
             Action::Adopt => match record {

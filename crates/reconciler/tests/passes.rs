@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use github_scaleset::{MockScaleSetApi, RunnerRecord, ScaleSetError};
-use orka_client::{MockVmBackend, Vm, VmStatus};
 use provisioner::fakes::running_vm;
 use provisioner::{Fleet, FleetDeps};
 use reconciler::{Action, Mode, Reason, ReconcilerDeps};
+use runner_core::{MockScaleSetApi, RunnerRecord, ScaleSetError};
+use runner_core::{MockVmBackend, Vm, VmStatus};
+use runner_core::{MockVmShell, ProbeReport, ShellError, SshStep, Tri};
 use tokio_util::sync::CancellationToken;
-use vm_probe::{MockVmShell, ProbeReport, ShellError, SshStep, Tri};
 
 #[derive(Clone, Copy, Debug)]
 enum Gh {
@@ -272,9 +272,7 @@ async fn the_pool_bounds_parallel_probes() {
 async fn vms_the_fleet_tracks_are_left_to_it() {
     let lab = Lab::new();
     *lab.orka.deploy_delay.lock().unwrap() = Duration::from_secs(0);
-    lab.fleet
-        .on_statistics(github_scaleset::Statistics { total_assigned_jobs: 1, ..Default::default() })
-        .await;
+    lab.fleet.on_statistics(runner_core::Statistics { total_assigned_jobs: 1, ..Default::default() }).await;
     lab.settle().await;
     let name = lab.fleet.runners()[0].name.clone();
     let calls_before = lab.github.calls().len();

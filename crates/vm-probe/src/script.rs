@@ -6,7 +6,7 @@
 //! a script: the JIT config is the first line of stdin.
 
 use crate::layout::VmLayout;
-use crate::probe::{ProbeReport, Tri};
+use crate::{ProbeReport, Tri};
 
 /// Marker that starts the probe's answer line (anything else on stdout, e.g. a motd, is
 /// ignored).

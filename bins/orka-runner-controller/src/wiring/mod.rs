@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use vm_probe::{Ssh2Shell, SshAuth, SshConfig};
 
 use crate::config::{Config, GitHubAuth, ScaleSetSettings};
-use crate::health::ScaleSetHealth;
 use crate::http::Telemetry;
 use crate::metrics::Metrics;
 use crate::runner_version;
-use crate::service::{self, Phase, QueueOpener, ScaleSetSpec, ServiceDeps, ServiceTimings};
+use scaleset_service::health::ScaleSetHealth;
+use scaleset_service::{self as service, Phase, QueueOpener, ScaleSetSpec, ServiceDeps, ServiceTimings};
 
 use metered::{MeteredGitHub, MeteredQueue, MeteredVms};
 pub use oneshot::{check_connectivity, reconcile_once};
@@ -199,15 +199,8 @@ async fn forward_phase(
 ) {
     loop {
         let current = phase.borrow_and_update().clone();
-        metrics.set_session_held(&name, matches!(current, Phase::Reconciling | Phase::Serving));
-        match current {
-            Phase::Starting => health.waiting_for_session("starting"),
-            Phase::WaitingForSession(reason) => health.waiting_for_session(reason),
-            Phase::Reconciling => health.session_acquired(),
-            Phase::Serving => health.reconciled(),
-            Phase::Stopped(reason) if reason.starts_with("fatal") => health.failed(reason),
-            Phase::Stopped(_) => health.stopping(),
-        }
+        metrics.set_session_held(&name, matches!(current, Phase::Reconciling | Phase::Ready));
+        health.set(current);
         if phase.changed().await.is_err() {
             return;
         }

@@ -17,7 +17,7 @@ use vm_probe::VmShell;
 
 use crate::config::{Config, ScaleSetSettings};
 use crate::metrics::Metrics;
-use crate::service::{FleetFactory, RunnerFleet, Sweeper};
+use scaleset_service::{FleetFactory, RunnerFleet, Sweeper};
 
 use super::observer::MetricsObserver;
 use super::outdated::{LatestRelease, VersionReport};

@@ -5,14 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use github_scaleset::{
-    JobAvailable, JobCompleted, JobInfo, JobMessage, JobStarted, ScaleSetMessage, Statistics,
-};
 use provisioner::fakes::{FakeGitHub, FakeOrka, FakeQueue, FakeShell};
 use provisioner::{
     Fleet, FleetConfig, FleetDeps, FleetEvent, FleetObserver, RunnerInstallConfig, RunnerStage,
     ScalingConfig, StepPolicy,
 };
+use runner_core::{JobAvailable, JobCompleted, JobInfo, JobMessage, JobStarted, ScaleSetMessage, Statistics};
 
 pub const SCALE_SET: &str = "mac";
 pub const SCALE_SET_ID: i64 = 7;

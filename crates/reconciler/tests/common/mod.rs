@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use github_scaleset::{JobCompleted, JobInfo, JobMessage, ScaleSetMessage, Statistics};
-use orka_client::{Vm, VmStatus};
 use provisioner::fakes::{FakeGitHub, FakeOrka, FakeQueue, FakeShell, running_vm};
 use provisioner::{Fleet, FleetConfig, FleetDeps, RunnerInstallConfig, StepPolicy};
 use reconciler::{Reconciler, ReconcilerConfig, ReconcilerDeps};
+use runner_core::{JobCompleted, JobInfo, JobMessage, ScaleSetMessage, Statistics};
+use runner_core::{Vm, VmStatus};
 
 pub const SCALE_SET: &str = "mac";
 pub const SCALE_SET_ID: i64 = 7;

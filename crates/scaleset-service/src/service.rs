@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use github_scaleset::{
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use runner_core::{
     Label, MessageQueue, MessageSession, NewScaleSet, RunnerSetting, ScaleSet, ScaleSetApi, ScaleSetError,
     ScaleSetMessage, Statistics,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::health::Phase;
 
 /// What the service needs from the provisioner.
 #[async_trait]
@@ -49,28 +52,6 @@ pub trait FleetFactory: Send + Sync {
 pub trait QueueOpener: Send + Sync {
     /// A queue bound to `session`.
     fn open(&self, session: MessageSession) -> Arc<dyn MessageQueue>;
-}
-
-/// Where a scale set's service is, for `/readyz` and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Resolving or creating the scale set.
-    Starting,
-    /// Another process holds the session (standby), or GitHub is unreachable.
-    WaitingForSession(String),
-    /// Session held; the first reconciliation runs.
-    Reconciling,
-    /// Session held and first reconciliation done: serving jobs.
-    Serving,
-    /// Stopped (shutdown or a fatal error).
-    Stopped(String),
-}
-
-impl Phase {
-    /// Ready = holding the session and past the first reconciliation.
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Phase::Serving)
-    }
 }
 
 /// The scale set this service serves.
@@ -230,11 +211,10 @@ pub async fn run_scale_set(
     if let Some(fleet) = fleet {
         fleet.drain(timings.drain_deadline).await;
     }
-    let reason = match &result {
-        Ok(()) => "shut down".to_owned(),
-        Err(e) => format!("fatal: {}", e.source),
-    };
-    phase.send_replace(Phase::Stopped(reason));
+    phase.send_replace(match &result {
+        Ok(()) => Phase::Stopping,
+        Err(e) => Phase::Failed(format!("fatal: {}", e.source)),
+    });
     result
 }
 
@@ -284,7 +264,7 @@ async fn serve_session(
             async move { fleet.tick().await }
         }
     }));
-    phase.send_replace(Phase::Serving);
+    phase.send_replace(Phase::Ready);
 
     let mut backoff = Backoff::new(timings);
     loop {
@@ -297,7 +277,7 @@ async fn serve_session(
             Ok(Some(message)) => {
                 backoff.reset();
                 debug!(scale_set = %spec.name, message_id = message.message_id, jobs = message.job_messages.len(), "message");
-                if message.message_type != github_scaleset::messages::JOB_MESSAGES_TYPE {
+                if message.message_type != runner_core::messages::JOB_MESSAGES_TYPE {
                     warn!(scale_set = %spec.name, message_type = %message.message_type, "unknown message type; acknowledging and skipping");
                 } else {
                     statistics = message.statistics;
@@ -387,27 +367,36 @@ where
     }
 }
 
-/// Exponential backoff with full jitter, waiting on tokio time and cancellation.
+/// Exponential backoff with jitter (`backon`), waiting on tokio time and cancellation.
+///
+/// The n-th wait is uniform in `[d/2, d)` with `d = min_backoff · 2ⁿ` capped at
+/// `max_backoff`: backon adds a jitter of up to the current delay, so the schedule is built
+/// from half the configured delays.
 struct Backoff {
-    min: Duration,
+    schedule: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
-    next: Duration,
 }
 
 impl Backoff {
     fn new(timings: ServiceTimings) -> Self {
-        Self { min: timings.min_backoff, max: timings.max_backoff, next: timings.min_backoff }
+        let schedule = ExponentialBuilder::new()
+            .with_min_delay(timings.min_backoff / 2)
+            .with_max_delay(timings.max_backoff / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self { schedule, delays: schedule.build(), max: timings.max_backoff }
     }
 
     fn reset(&mut self) {
-        self.next = self.min;
+        self.delays = self.schedule.build();
     }
 
     /// Sleeps; false when cancelled meanwhile.
     async fn wait(&mut self, cancel: &CancellationToken) -> bool {
-        let jitter = rand::random_range(0.5..=1.0);
-        let delay = self.next.mul_f64(jitter);
-        self.next = (self.next * 2).min(self.max);
+        // Unbounded schedule: it never runs dry, the fallback is only for the type.
+        let delay = self.delays.next().unwrap_or(self.max);
         tokio::select! {
             _ = cancel.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
@@ -417,3 +406,46 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    fn timings() -> ServiceTimings {
+        ServiceTimings {
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            tick_interval: Duration::from_secs(5),
+            reconcile_interval: None,
+            drain_deadline: Duration::from_secs(1),
+        }
+    }
+
+    async fn timed_wait(backoff: &mut Backoff) -> Duration {
+        let started = tokio::time::Instant::now();
+        assert!(backoff.wait(&CancellationToken::new()).await);
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_double_from_min_to_max_with_jitter_in_the_upper_half() {
+        let mut backoff = Backoff::new(timings());
+        for nominal in [1, 2, 4, 8, 16, 30, 30, 30].map(Duration::from_secs) {
+            let waited = timed_wait(&mut backoff).await;
+            assert!(waited >= nominal / 2 && waited <= nominal, "waited {waited:?}, nominal {nominal:?}");
+        }
+        backoff.reset();
+        let waited = timed_wait(&mut backoff).await;
+        assert!(waited <= Duration::from_secs(1), "a reset starts again at the minimum: {waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_returns_false_at_once() {
+        let mut backoff = Backoff::new(timings());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let started = tokio::time::Instant::now();
+        assert!(!backoff.wait(&cancel).await);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}

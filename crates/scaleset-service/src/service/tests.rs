@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use github_scaleset::{MockMessageQueue, MockScaleSetApi, ScaleSetRef};
+use runner_core::{MockMessageQueue, MockScaleSetApi, ScaleSetRef};
 use secrecy::SecretString;
 
 use super::*;
@@ -95,7 +95,7 @@ fn scale_set() -> ScaleSet {
 fn message(id: i64, assigned: u32) -> ScaleSetMessage {
     ScaleSetMessage {
         message_id: id,
-        message_type: github_scaleset::messages::JOB_MESSAGES_TYPE.into(),
+        message_type: runner_core::messages::JOB_MESSAGES_TYPE.into(),
         statistics: Statistics { total_assigned_jobs: assigned, ..Statistics::default() },
         job_messages: vec![],
     }
@@ -281,8 +281,8 @@ async fn rejected_credentials_are_fatal_and_reported() {
     let mut h = start(api, vec![], spec());
     let err = h.task.await.unwrap().unwrap_err();
     assert!(matches!(err.source, ScaleSetError::Unauthorized { .. }));
-    let stopped = wait_for_phase(&mut h.phase, |p| matches!(p, Phase::Stopped(_))).await;
-    assert!(matches!(stopped, Phase::Stopped(reason) if reason.starts_with("fatal")));
+    let stopped = wait_for_phase(&mut h.phase, |p| matches!(p, Phase::Failed(_))).await;
+    assert!(matches!(stopped, Phase::Failed(reason) if reason.starts_with("fatal")));
     assert!(h.recorder.events().is_empty(), "no fleet was ever built, nothing to drain");
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use rand::Rng;
 
-use crate::OrkaError;
+use crate::VmBackendError;
 
 /// Length of the random suffix.
 pub const SUFFIX_LEN: usize = 5;
@@ -27,7 +27,7 @@ pub struct VmName {
 impl VmName {
     /// A fresh random name for `scale_set`. Fails when the result would break Orka's
     /// naming rules (the scale-set name is validated here, before any deploy).
-    pub fn generate(scale_set: &str) -> Result<Self, OrkaError> {
+    pub fn generate(scale_set: &str) -> Result<Self, VmBackendError> {
         validate_scale_set_name(scale_set)?;
         Ok(Self::with_suffix(scale_set, random_suffix(&mut rand::rng())))
     }
@@ -72,12 +72,12 @@ pub fn is_owned_by(scale_set: &str, name: &str) -> bool {
 
 /// Checks that VMs of `scale_set` will have names Orka accepts:
 /// `^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`, at most 63 characters with the suffix.
-pub fn validate_scale_set_name(scale_set: &str) -> Result<(), OrkaError> {
+pub fn validate_scale_set_name(scale_set: &str) -> Result<(), VmBackendError> {
     let full_len = scale_set.len() + 1 + SUFFIX_LEN;
     let starts_with_letter = scale_set.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
     let allowed = scale_set.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !starts_with_letter || !allowed || full_len > MAX_NAME_LEN {
-        return Err(OrkaError::Config(format!(
+        return Err(VmBackendError::Config(format!(
             "scale set name {scale_set:?} cannot prefix Orka VM names: it must start with a \
              lowercase letter, use only lowercase letters, digits and '-', and be at most {} characters",
             MAX_NAME_LEN - 1 - SUFFIX_LEN

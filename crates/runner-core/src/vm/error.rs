@@ -1,13 +1,18 @@
-//! Errors of the Orka client, each marked retryable or not.
+//! Errors of the VM backend seam, each marked retryable or not.
 
 use std::time::Duration;
 
-/// Everything that can go wrong talking to Orka.
+/// Everything that can go wrong talking to a VM backend.
+///
+/// The variants are the failures a caller branches on (auth, capacity, name conflict,
+/// deploy failure or timeout, rate limit, transport, …). The messages name Orka because
+/// the Orka client is the backend this project ships; another backend maps its own faults
+/// onto the same variants so the fleet's retry policy keeps working.
 ///
 /// `Display` never includes the bearer token. Sources are kept in `#[source]` and not
 /// repeated in the message.
 #[derive(Debug, thiserror::Error)]
-pub enum OrkaError {
+pub enum VmBackendError {
     /// 401: the token is missing, invalid or expired.
     #[error("Orka rejected the token (401 Unauthorized): {message}")]
     Unauthorized {
@@ -104,32 +109,32 @@ pub enum OrkaError {
     },
 }
 
-impl OrkaError {
+impl VmBackendError {
     /// Whether trying again later may succeed. Auth, validation and configuration errors
     /// are final; capacity, rate limits, server and transport errors are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            OrkaError::Unauthorized { .. }
-            | OrkaError::Forbidden { .. }
-            | OrkaError::NotFound { .. }
-            | OrkaError::Invalid { .. }
-            | OrkaError::Protocol { .. }
-            | OrkaError::Config(_)
-            | OrkaError::UnmappedNodeIp { .. } => false,
-            OrkaError::NameConflict { .. }
-            | OrkaError::CapacityExhausted { .. }
-            | OrkaError::DeployFailed { .. }
-            | OrkaError::DeployTimedOut { .. }
-            | OrkaError::RateLimited { .. }
-            | OrkaError::Server { .. }
-            | OrkaError::Transport { .. } => true,
+            VmBackendError::Unauthorized { .. }
+            | VmBackendError::Forbidden { .. }
+            | VmBackendError::NotFound { .. }
+            | VmBackendError::Invalid { .. }
+            | VmBackendError::Protocol { .. }
+            | VmBackendError::Config(_)
+            | VmBackendError::UnmappedNodeIp { .. } => false,
+            VmBackendError::NameConflict { .. }
+            | VmBackendError::CapacityExhausted { .. }
+            | VmBackendError::DeployFailed { .. }
+            | VmBackendError::DeployTimedOut { .. }
+            | VmBackendError::RateLimited { .. }
+            | VmBackendError::Server { .. }
+            | VmBackendError::Transport { .. } => true,
         }
     }
 
     /// The delay the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            OrkaError::RateLimited { retry_after } => *retry_after,
+            VmBackendError::RateLimited { retry_after } => *retry_after,
             _ => None,
         }
     }
@@ -141,12 +146,12 @@ mod tests {
 
     #[test]
     fn auth_and_validation_errors_are_final_capacity_is_not() {
-        assert!(!OrkaError::Unauthorized { message: String::new() }.is_retryable());
-        assert!(!OrkaError::Forbidden { message: String::new() }.is_retryable());
-        assert!(!OrkaError::Invalid { status: 422, message: String::new() }.is_retryable());
-        assert!(OrkaError::CapacityExhausted { message: String::new() }.is_retryable());
-        assert!(OrkaError::Server { status: 503, message: String::new() }.is_retryable());
-        let limited = OrkaError::RateLimited { retry_after: Some(Duration::from_secs(3)) };
+        assert!(!VmBackendError::Unauthorized { message: String::new() }.is_retryable());
+        assert!(!VmBackendError::Forbidden { message: String::new() }.is_retryable());
+        assert!(!VmBackendError::Invalid { status: 422, message: String::new() }.is_retryable());
+        assert!(VmBackendError::CapacityExhausted { message: String::new() }.is_retryable());
+        assert!(VmBackendError::Server { status: 503, message: String::new() }.is_retryable());
+        let limited = VmBackendError::RateLimited { retry_after: Some(Duration::from_secs(3)) };
         assert!(limited.is_retryable());
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
     }

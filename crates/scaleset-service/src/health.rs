@@ -7,7 +7,7 @@
 //! reports "waiting for session").
 //!
 //! All time is `tokio::time::Instant`, so paused-clock tests are honest. This module knows
-//! nothing about HTTP (see `http`) or about how sessions are obtained.
+//! nothing about HTTP (the binary serves these reports) or about how sessions are obtained.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Where one scale set stands, as far as readiness cares.
+/// Where one scale set stands: what its service reports on every transition and what
+/// `/readyz` shows. One type for both, so readiness cannot drift from the session lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScaleSetPhase {
-    /// Registered; nothing done yet.
+pub enum Phase {
+    /// Registered, or resolving or creating the scale set.
     Starting,
     /// Trying to create the message session (e.g. another replica holds it: standby).
     WaitingForSession(String),
@@ -33,15 +34,22 @@ pub enum ScaleSetPhase {
     Stopping,
 }
 
-impl fmt::Display for ScaleSetPhase {
+impl Phase {
+    /// Ready = holding the session and past the first reconciliation.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Phase::Ready)
+    }
+}
+
+impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ScaleSetPhase::Starting => f.write_str("starting"),
-            ScaleSetPhase::WaitingForSession(why) => write!(f, "waiting for session: {why}"),
-            ScaleSetPhase::Reconciling => f.write_str("session held, first reconciliation running"),
-            ScaleSetPhase::Ready => f.write_str("ready"),
-            ScaleSetPhase::Failed(why) => write!(f, "failed: {why}"),
-            ScaleSetPhase::Stopping => f.write_str("stopping"),
+            Phase::Starting => f.write_str("starting"),
+            Phase::WaitingForSession(why) => write!(f, "waiting for session: {why}"),
+            Phase::Reconciling => f.write_str("session held, first reconciliation running"),
+            Phase::Ready => f.write_str("ready"),
+            Phase::Failed(why) => write!(f, "failed: {why}"),
+            Phase::Stopping => f.write_str("stopping"),
         }
     }
 }
@@ -56,7 +64,7 @@ struct Beat {
 #[derive(Debug, Default)]
 struct State {
     beats: BTreeMap<String, Beat>,
-    scale_sets: BTreeMap<String, ScaleSetPhase>,
+    scale_sets: BTreeMap<String, Phase>,
     /// A condition shown after a scale set's phase whatever the phase (e.g. outdated
     /// runner version); it does not change whether the probe passes.
     conditions: BTreeMap<String, String>,
@@ -106,15 +114,15 @@ impl Health {
         Heartbeat { health: self.clone(), name, finished: false }
     }
 
-    /// The readiness handle of `scale_set` (registers it as [`ScaleSetPhase::Starting`]).
+    /// The readiness handle of `scale_set` (registers it as [`Phase::Starting`]).
     pub fn scale_set(&self, name: impl Into<String>) -> ScaleSetHealth {
         let name = name.into();
-        self.lock().scale_sets.insert(name.clone(), ScaleSetPhase::Starting);
+        self.lock().scale_sets.insert(name.clone(), Phase::Starting);
         ScaleSetHealth { health: self.clone(), name }
     }
 
     /// The current phase of `scale_set`.
-    pub fn phase(&self, scale_set: &str) -> Option<ScaleSetPhase> {
+    pub fn phase(&self, scale_set: &str) -> Option<Phase> {
         self.lock().scale_sets.get(scale_set).cloned()
     }
 
@@ -149,7 +157,7 @@ impl Health {
         if state.scale_sets.is_empty() {
             return Report { ok: false, lines: vec!["no scale set started yet".into()] };
         }
-        let ok = state.scale_sets.values().all(|p| *p == ScaleSetPhase::Ready);
+        let ok = state.scale_sets.values().all(|p| *p == Phase::Ready);
         let lines = state
             .scale_sets
             .iter()
@@ -205,38 +213,38 @@ pub struct ScaleSetHealth {
 
 impl ScaleSetHealth {
     /// Sets the phase directly (the named methods below are shorthands).
-    pub fn set(&self, phase: ScaleSetPhase) {
+    pub fn set(&self, phase: Phase) {
         self.health.lock().scale_sets.insert(self.name.clone(), phase);
     }
 
     /// Trying to get the session; `reason` says why it is not held yet.
     pub fn waiting_for_session(&self, reason: impl Into<String>) {
-        self.set(ScaleSetPhase::WaitingForSession(reason.into()));
+        self.set(Phase::WaitingForSession(reason.into()));
     }
 
     /// Session created; the first reconciliation starts.
     pub fn session_acquired(&self) {
-        self.set(ScaleSetPhase::Reconciling);
+        self.set(Phase::Reconciling);
     }
 
     /// First reconciliation finished (or reconciliation is disabled): serving.
     pub fn reconciled(&self) {
-        self.set(ScaleSetPhase::Ready);
+        self.set(Phase::Ready);
     }
 
     /// The session was lost; `reason` says why (back to waiting).
     pub fn session_lost(&self, reason: impl Into<String>) {
-        self.set(ScaleSetPhase::WaitingForSession(reason.into()));
+        self.set(Phase::WaitingForSession(reason.into()));
     }
 
     /// The scale set stopped after a fatal error.
     pub fn failed(&self, reason: impl Into<String>) {
-        self.set(ScaleSetPhase::Failed(reason.into()));
+        self.set(Phase::Failed(reason.into()));
     }
 
     /// Shutting down.
     pub fn stopping(&self) {
-        self.set(ScaleSetPhase::Stopping);
+        self.set(Phase::Stopping);
     }
 
     /// Shows `condition` after the phase on this scale set's `/readyz` line (`None` clears it).
