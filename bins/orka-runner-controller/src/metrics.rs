@@ -220,6 +220,7 @@ pub struct Metrics {
     api_request_duration: HistogramFamily<ApiLabels>,
     api_errors: Family<ApiLabels, Counter>,
     stage_duration: HistogramFamily<StageLabels>,
+    runner_version_outdated: Family<ScaleSet, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -280,6 +281,7 @@ impl Metrics {
             api_request_duration: Family::new_with_constructor(api_histogram as fn() -> Histogram),
             api_errors: Family::default(),
             stage_duration: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
+            runner_version_outdated: Family::default(),
             registry: Registry::default(),
         };
         // The Go integration's gauges, same names and help texts in spirit.
@@ -345,6 +347,11 @@ impl Metrics {
             "stage_duration_seconds",
             "Time from the previous milestone of a job's path to this stage",
             m.stage_duration.clone(),
+        );
+        ours.register(
+            "runner_version_outdated",
+            "1 while GitHub refuses the scale set's runner version as deprecated",
+            m.runner_version_outdated.clone(),
         );
         Self { registry, ..m }
     }
@@ -446,6 +453,12 @@ impl Metrics {
     pub fn observe_stage(&self, scale_set: &str, stage: Stage, elapsed: Duration) {
         let labels = StageLabels { scale_set: scale_set.to_owned(), stage: stage.label() };
         self.stage_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records whether GitHub refuses `scale_set`'s runner version (the scale set is outdated).
+    pub fn set_runner_version_outdated(&self, scale_set: &str, outdated: bool) {
+        let labels = ScaleSet { scale_set: scale_set.to_owned() };
+        self.runner_version_outdated.get_or_create(&labels).set(i64::from(outdated));
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -21,7 +21,7 @@ pub async fn resolve(config: &Config) -> anyhow::Result<String> {
         RunnerVersion::Pinned(version) => Ok(version.clone()),
         RunnerVersion::Latest => {
             let token = config.github.release_lookup_token.as_ref().map(|t| t.expose_secret().to_owned());
-            latest(LATEST_RELEASE_URL, token.as_deref()).await.context(
+            latest(&config.github.runner_release_url, token.as_deref()).await.context(
                 "looking up the latest actions/runner release (set GITHUB_RUNNER_VERSION to skip the lookup)",
             )
         }

@@ -103,6 +103,9 @@ pub struct FleetConfig {
     pub job_retention: Duration,
     /// The runner to install.
     pub runner_install: RunnerInstallConfig,
+    /// While GitHub refuses the runner version (the scale set is outdated), one runner is
+    /// deployed per this interval to try again, and an unpinned version is looked up again.
+    pub outdated_retry_interval: Duration,
 }
 
 impl FleetConfig {
@@ -140,6 +143,7 @@ impl FleetConfig {
             statistics_lag_window: Duration::from_secs(120),
             job_retention: minutes(60),
             runner_install,
+            outdated_retry_interval: minutes(5),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::error::ProvisionError;
 use crate::events::{FleetCounters, FleetEvent, FleetObserver, JobEventKind, RetireReason};
 use crate::jobs::{JobBook, JobState, job_key};
 use crate::lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
+use crate::outdated::VersionGate;
 use crate::planner::{Demand, RunnerView, plan_runner_gap, surplus_provisioning};
 
 /// The three seams the fleet does its I/O through: the same bundle the reconciler of the
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     settled: Notify,
     tick_lock: tokio::sync::Mutex<()>,
     pub(crate) capacity: crate::capacity::CapacityWaits,
+    /// The runner version to install, and whether GitHub refuses it.
+    pub(crate) version_gate: VersionGate,
 }
 
 pub(crate) struct State {
@@ -100,6 +103,8 @@ pub(crate) struct Entry {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) probe_failures: u32,
     pub(crate) reason: Option<RetireReason>,
+    /// The runner version installed in its VM (unknown for adopted runners).
+    pub(crate) runner_version: Option<String>,
 }
 
 impl Entry {
@@ -119,6 +124,7 @@ impl Entry {
             retry_at: None,
             probe_failures: 0,
             reason: None,
+            runner_version: None,
         }
     }
 }
@@ -136,6 +142,8 @@ impl Fleet {
         observer: Option<Arc<dyn FleetObserver>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.provisioning_concurrency.max(1)));
+        let version_gate =
+            VersionGate::new(config.runner_install.version.clone(), config.outdated_retry_interval);
         let state = State {
             runners: HashMap::new(),
             jobs: JobBook::new(),
@@ -159,6 +167,7 @@ impl Fleet {
                 settled: Notify::new(),
                 tick_lock: tokio::sync::Mutex::new(()),
                 capacity: crate::capacity::CapacityWaits::default(),
+                version_gate,
             }),
         }
     }
@@ -241,6 +250,7 @@ impl Fleet {
             st.last_probe
                 .is_none_or(|at| now.saturating_duration_since(at) >= self.shared.config.probe_interval)
         };
+        self.shared.refresh_runner_version().await;
         self.shared.plan_and_act();
         self.shared.retry_failed_cleanups();
         if probe_due {
@@ -504,6 +514,7 @@ impl Shared {
                     // Back from a refused removal: a job runs after all.
                     entry.reason = None;
                     entry.retry_at = None;
+                    self.version_gate.accepted(entry.runner_version.as_deref());
                 }
                 if stage.is_retiring() {
                     entry.cancel.cancel();
@@ -666,11 +677,13 @@ impl Shared {
                 .collect();
             let plan = plan_runner_gap(&demand, &views, &self.config.scaling);
             let cancel = surplus_provisioning(&demand, &views, &self.config.scaling, &plan);
-            if plan.create == 0 && plan.retire.is_empty() && cancel == 0 {
+            // GitHub refusing the runner version holds new runners back (see `outdated`).
+            let create = self.version_gate.permit_creates(plan.create, now);
+            if create == 0 && plan.retire.is_empty() && cancel == 0 {
                 return;
             }
             tracing::info!(
-                create = plan.create,
+                create,
                 retire = plan.retire.len(),
                 cancel,
                 assigned = demand.statistics.total_assigned_jobs,
@@ -678,7 +691,7 @@ impl Shared {
                 known_waiting = demand.known_waiting_jobs,
                 "runner plan"
             );
-            for _ in 0..plan.create {
+            for _ in 0..create {
                 let name = match self.fresh_name(&st) {
                     Ok(name) => name,
                     Err(e) => {
@@ -718,7 +731,7 @@ impl Shared {
                 entry.cancel.cancel();
                 tracing::info!(runner = %name, "stopping provisioning: no demand for it");
             }
-            self.emit(FleetEvent::Planned { create: plan.create, retire: plan.retire.len() as u32, cancel });
+            self.emit(FleetEvent::Planned { create, retire: plan.retire.len() as u32, cancel });
         }
         for name in provision {
             self.spawn_provision(name);

@@ -20,6 +20,10 @@
 //!   `JobStarted` / `JobCompleted` and by the periodic probe of [`Fleet::tick`] (which also
 //!   catches a `JobCompleted` consumed by a process that died: the run sentinel).
 //! * **Adopted runners** enter the same state machine as `Idle` or `Busy`.
+//! * **A refused runner version holds new VMs back.** A runner that exits without a job
+//!   with code 7 or GitHub's deprecation message marks the scale set outdated: one VM per
+//!   retry interval at most, and a new latest release (when not pinned) resumes it
+//!   ([`outdated`]).
 //!
 //! With the `fakes` feature, the `fakes` module offers stateful in-memory implementations of the
 //! three seams (used by this crate's and the reconciler's tests and benchmarks).
@@ -36,6 +40,7 @@ pub mod fakes;
 mod fleet;
 pub mod jobs;
 pub mod lifecycle;
+pub mod outdated;
 pub mod planner;
 mod provision;
 mod retire;
@@ -47,6 +52,7 @@ pub use error::{Cause, ProvisionError, Step};
 pub use events::{FleetCounters, FleetEvent, FleetObserver, JobEventKind, RetireReason};
 pub use fleet::{Fleet, FleetDeps, RunnerSnapshot};
 pub use lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
+pub use outdated::{Outdated, RunnerVersionSource, RunnerVersionStatus, VersionSourceError};
 pub use planner::{
     Demand, Plan, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap, surplus_provisioning,
 };

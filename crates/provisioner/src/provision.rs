@@ -91,7 +91,7 @@ impl Shared {
         });
 
         let install = RunnerInstall {
-            runner_version: self.config.runner_install.version.clone(),
+            runner_version: self.install_version(name),
             download_url_template: self.config.runner_install.download_url_template.clone(),
             jit_config: jit.encoded_jit_config.clone(),
         };

@@ -5,7 +5,7 @@
 //! | Finding | Event |
 //! |---|---|
 //! | VM missing from Orka, or `Failed` | `VmVanished` → deregister (delete is a no-op) |
-//! | run sentinel present | `RunCompleteSeen` → finishing (covers a `JobCompleted` consumed by a dead process) |
+//! | run sentinel present | `RunCompleteSeen` → finishing (covers a `JobCompleted` consumed by a dead process); an idle runner's exit code and log tail are read first ([`crate::outdated`]) |
 //! | setup done, run.sh dead, no run sentinel | `RunnerDied` → deregister + delete |
 //! | probe failed or could not tell, `probe_strikes` times in a row, no job on it per job messages (stage not `Busy`), GitHub not reporting it busy | `RunnerDied` (unreachable) |
 //! | idle (no job) longer than `max_idle` | `Retire` (recycled) |
@@ -26,14 +26,15 @@ use crate::lifecycle::{LifecycleEvent, RunnerStage};
 
 enum Finding {
     Healthy,
-    RunComplete,
+    /// run.sh exited, with this exit code when it recorded one.
+    RunComplete(Option<i32>),
     Crashed,
     ProbeFailed,
 }
 
 fn classify(report: &ProbeReport) -> Finding {
     match (report.run_complete, report.runner_alive) {
-        (Tri::Yes, _) => Finding::RunComplete,
+        (Tri::Yes, _) => Finding::RunComplete(report.exit_code),
         (Tri::No, Tri::Yes) => Finding::Healthy,
         (Tri::No, Tri::No) if report.setup_complete == Tri::Yes => Finding::Crashed,
         _ => Finding::ProbeFailed,
@@ -134,7 +135,8 @@ impl Shared {
                         entry.probe_failures = 0;
                     }
                 }
-                Finding::RunComplete => {
+                Finding::RunComplete(exit_code) => {
+                    self.inspect_exit(&name, exit_code).await;
                     self.runner_event(&name, LifecycleEvent::RunCompleteSeen, RetireReason::RunComplete)
                 }
                 Finding::Crashed => {

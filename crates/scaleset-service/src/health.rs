@@ -65,6 +65,9 @@ struct Beat {
 struct State {
     beats: BTreeMap<String, Beat>,
     scale_sets: BTreeMap<String, Phase>,
+    /// A condition shown after a scale set's phase whatever the phase (e.g. outdated
+    /// runner version); it does not change whether the probe passes.
+    conditions: BTreeMap<String, String>,
 }
 
 /// Shared health state; clones share it.
@@ -155,7 +158,14 @@ impl Health {
             return Report { ok: false, lines: vec!["no scale set started yet".into()] };
         }
         let ok = state.scale_sets.values().all(|p| *p == Phase::Ready);
-        let lines = state.scale_sets.iter().map(|(name, phase)| format!("{name}: {phase}")).collect();
+        let lines = state
+            .scale_sets
+            .iter()
+            .map(|(name, phase)| match state.conditions.get(name) {
+                Some(condition) => format!("{name}: {phase}; {condition}"),
+                None => format!("{name}: {phase}"),
+            })
+            .collect();
         Report { ok, lines }
     }
 }
@@ -235,6 +245,15 @@ impl ScaleSetHealth {
     /// Shutting down.
     pub fn stopping(&self) {
         self.set(Phase::Stopping);
+    }
+
+    /// Shows `condition` after the phase on this scale set's `/readyz` line (`None` clears it).
+    pub fn set_condition(&self, condition: Option<String>) {
+        let mut state = self.health.lock();
+        match condition {
+            Some(condition) => state.conditions.insert(self.name.clone(), condition),
+            None => state.conditions.remove(&self.name),
+        };
     }
 }
 

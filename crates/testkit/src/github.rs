@@ -127,6 +127,9 @@ pub struct FakeGitHubConfig {
     /// Reject Actions calls without `api-version=6.0-preview`, and polls without the
     /// `Accept` / `X-ScaleSetMaxCapacity` headers (400), as a check on clients.
     pub strict_headers: bool,
+    /// Runner versions (no leading `v`) refused as deprecated: a fake runner of such a
+    /// version is told so on its first poll, never connects, and exits with code 7.
+    pub refused_runner_versions: std::collections::BTreeSet<String>,
 }
 
 impl Default for FakeGitHubConfig {
@@ -151,6 +154,7 @@ impl Default for FakeGitHubConfig {
             job_still_running_status: 400,
             tick: Duration::from_millis(50),
             strict_headers: true,
+            refused_runner_versions: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -317,6 +321,12 @@ impl FakeGitHub {
     /// this many; a benchmark raises it to deliver a whole burst in one message).
     pub fn set_max_batch(&self, max_batch: usize) {
         self.lock().cfg.max_batch = max_batch;
+    }
+
+    /// From now on refuses fake runners of these versions (no leading `v`) as deprecated,
+    /// as GitHub refuses outdated runners; an empty list accepts every version again.
+    pub fn refuse_runner_versions<S: Into<String>>(&self, versions: impl IntoIterator<Item = S>) {
+        self.lock().cfg.refused_runner_versions = versions.into_iter().map(Into::into).collect();
     }
 
     /// A consistent snapshot of everything.

@@ -18,7 +18,8 @@ use crate::orka::{DEFAULT_VM_CONFIG, FakeOrka, FakeOrkaConfig, VmProvider};
 use crate::sshd::SshdVmHost;
 use crate::vm::{FakeRunnerDownloads, FakeVmHost};
 
-/// Runner version the fake downloads serve.
+/// Runner version the controller is pointed at, and the latest release the fake downloads
+/// server announces at first ([`FakeRunnerDownloads::set_latest_release`] changes it).
 pub const RUNNER_VERSION: &str = "2.330.0";
 
 /// What the fake Orka's VMs are.
@@ -111,6 +112,7 @@ impl World {
             }
         };
         let downloads = FakeRunnerDownloads::start().await?;
+        downloads.set_latest_release(Some(RUNNER_VERSION));
         Ok(Self { config, github, orka, vms, sshd_vms, downloads })
     }
 
@@ -135,6 +137,7 @@ impl World {
             ("RUNNERS", runners),
             ("GITHUB_RUNNER_VERSION", RUNNER_VERSION.to_owned()),
             ("GITHUB_RUNNER_DOWNLOAD_URL", self.downloads.url_template()),
+            ("GITHUB_RUNNER_RELEASE_URL", self.downloads.latest_release_url()),
             ("RUNNER_DEREGISTRATION_TIMEOUT", "3s".to_owned()),
             ("RUNNER_DEREGISTRATION_POLL_INTERVAL", "200ms".to_owned()),
             ("VM_TRACKER_INTERVAL", "3s".to_owned()),

@@ -102,3 +102,43 @@ async fn the_fake_runner_serves_a_fake_github_job_and_exits_when_it_is_done() {
     assert!(log.contains("Running job") && log.contains("Job completed"), "{log}");
     assert!(!log.contains(&jit));
 }
+
+/// GitHub refuses outdated runners: a fake runner whose version the fake GitHub refuses
+/// prints GitHub's message, never takes the waiting job, and exits with code 7.
+#[tokio::test]
+async fn a_refused_runner_version_prints_the_deprecation_message_and_exits_7() {
+    let github = FakeGitHub::start(FakeGitHubConfig::default()).await.unwrap();
+    github.refuse_runner_versions(["2.300.0"]);
+    let scale_set = github.create_scale_set("mac", &[]);
+    let vms = FakeVmHost::new().unwrap();
+    let downloads = FakeRunnerDownloads::start().await.unwrap();
+    let (host, port) = vms.boot_vm("mac-r7fus").await.unwrap();
+    let target = SshTarget { host, port };
+    let shell = Ssh2Shell::new(quick_config(
+        "admin",
+        SshAuth::Password(SecretString::from("admin")),
+        VmLayout::for_user("admin"),
+    ))
+    .unwrap();
+
+    let job = github.enqueue_job(JobSpec::new(["mac"]).with_duration(Duration::from_millis(500)));
+    let jit = jit_config(&github, scale_set, "mac-r7fus").await;
+    shell.wait_ready(&target).await.unwrap();
+    let install = RunnerInstall {
+        runner_version: "2.300.0".into(),
+        download_url_template: downloads.url_template(),
+        jit_config: SecretString::from(jit),
+    };
+    shell.install_and_start_runner(&target, &install).await.unwrap();
+
+    let report = support::eventually(Duration::from_secs(20), "the refused run.sh to exit", || async {
+        let report = shell.probe(&target).await.ok()?;
+        (report.run_complete == Tri::Yes).then_some(report)
+    })
+    .await;
+    assert_eq!((report.runner_alive, report.exit_code), (Tri::No, Some(7)));
+    let log = shell.tail_log(&target, 20).await.unwrap();
+    assert!(log.contains("Runner version v2.300.0 is deprecated and cannot receive messages"), "{log}");
+    let state = github.state();
+    assert_eq!(state.job(job).unwrap().state, JobState::Assigned, "a refused runner takes no job");
+}

@@ -10,7 +10,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::error::{ConfigError, Problem};
-use super::settings::{self, DEFAULT_RUNNER_DOWNLOAD_URL, FILE_SUFFIX, Origin, SETTINGS};
+use super::settings::{
+    self, DEFAULT_RUNNER_DOWNLOAD_URL, DEFAULT_RUNNER_RELEASE_URL, FILE_SUFFIX, Origin, SETTINGS,
+};
 use super::sources::{Layered, Provenance, RawMetadata, RawScaleSet};
 use super::values::{self, LogFormat, LogLevel};
 use super::{
@@ -169,6 +171,7 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
         ),
         max_concurrent_provisions: b
             .or_default("MAX_CONCURRENT_PROVISIONS", 100, |raw| values::parse_u32_in(raw, 1, 10_000)),
+        outdated_retry_interval: b.duration("OUTDATED_RUNNER_RETRY_INTERVAL", Duration::from_secs(300), true),
     };
     let reconcile = ReconcileSettings {
         enabled: b.boolean("ENABLE_RECONCILIATION", true),
@@ -260,6 +263,10 @@ fn github(b: &mut Builder) -> Option<GitHubSettings> {
         DEFAULT_RUNNER_DOWNLOAD_URL.to_owned(),
         values::parse_download_template,
     );
+    let runner_release_url =
+        b.or_default("GITHUB_RUNNER_RELEASE_URL", DEFAULT_RUNNER_RELEASE_URL.to_owned(), |raw| {
+            values::parse_http_url(raw).map(|_| raw.trim().to_owned())
+        });
     let ca_bundle = b.optional("GITHUB_CA_BUNDLE", ca_bundle);
     let manage_scale_sets = b.boolean("MANAGE_RUNNER_SCALE_SETS", false);
     let session_conflict_recreate_scale_set = b.boolean("SESSION_CONFLICT_RECREATE_SCALE_SET", false);
@@ -271,6 +278,7 @@ fn github(b: &mut Builder) -> Option<GitHubSettings> {
         release_lookup_token,
         runner_version,
         runner_download_url,
+        runner_release_url,
         ca_bundle,
         manage_scale_sets,
         session_conflict_recreate_scale_set,

@@ -115,6 +115,8 @@ pub struct GitHubSettings {
     pub runner_version: RunnerVersion,
     /// `GITHUB_RUNNER_DOWNLOAD_URL` template with `{version}` and `{arch}`.
     pub runner_download_url: String,
+    /// `GITHUB_RUNNER_RELEASE_URL`: the "latest release" endpoint read when not pinned.
+    pub runner_release_url: String,
     /// `GITHUB_CA_BUNDLE`: extra CA certificates (PEM file) trusted for GitHub.
     pub ca_bundle: Option<PathBuf>,
     /// `MANAGE_RUNNER_SCALE_SETS`: recreate the scale set at start, delete it on exit.
@@ -183,6 +185,9 @@ pub struct RunnerSettings {
     pub deregistration_poll_interval: Duration,
     /// `MAX_CONCURRENT_PROVISIONS`.
     pub max_concurrent_provisions: u32,
+    /// `OUTDATED_RUNNER_RETRY_INTERVAL`: while GitHub refuses the runner version, one VM
+    /// per this interval tries again (and an unpinned version is looked up again).
+    pub outdated_retry_interval: Duration,
 }
 
 /// Reconciliation and probing settings.

@@ -49,6 +49,9 @@ const fn ignored(name: &'static str, meaning: &'static str) -> Setting {
 /// The github.com release URL of the runner tarball (the Go integration's source).
 pub const DEFAULT_RUNNER_DOWNLOAD_URL: &str = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-osx-{arch}-{version}.tar.gz";
 
+/// GitHub's API endpoint of the latest actions/runner release (the Go integration's source).
+pub const DEFAULT_RUNNER_RELEASE_URL: &str = "https://api.github.com/repos/actions/runner/releases/latest";
+
 /// Every setting, in reference order.
 pub const SETTINGS: &[Setting] = &[
     // GitHub.
@@ -64,6 +67,11 @@ pub const SETTINGS: &[Setting] = &[
         "GITHUB_RUNNER_DOWNLOAD_URL",
         DEFAULT_RUNNER_DOWNLOAD_URL,
         "Runner tarball URL template with {version} and {arch} (x64 or arm64)",
+    ),
+    new(
+        "GITHUB_RUNNER_RELEASE_URL",
+        DEFAULT_RUNNER_RELEASE_URL,
+        "GitHub API endpoint of the latest actions/runner release, read when GITHUB_RUNNER_VERSION is unset",
     ),
     new(
         "GITHUB_CA_BUNDLE",
@@ -107,6 +115,11 @@ pub const SETTINGS: &[Setting] = &[
     go("RUNNER_DEREGISTRATION_TIMEOUT", "30s", "Wait for a runner to deregister before removing it by force"),
     go("RUNNER_DEREGISTRATION_POLL_INTERVAL", "2s", "Poll period while waiting for deregistration"),
     new("MAX_CONCURRENT_PROVISIONS", "100", "VM deploys and SSH installs running at the same time"),
+    new(
+        "OUTDATED_RUNNER_RETRY_INTERVAL",
+        "5m",
+        "While GitHub refuses the runner version: one VM per this interval to try again",
+    ),
     go(
         "MANAGE_RUNNER_SCALE_SETS",
         "false",

@@ -8,6 +8,7 @@
 mod metered;
 mod observer;
 mod oneshot;
+mod outdated;
 mod runtime;
 
 use std::collections::HashMap;
@@ -146,6 +147,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
         let heartbeat =
             Arc::new(telemetry.health.heartbeat(format!("scale set {}", scale_set.name), HEARTBEAT_SILENCE));
         let beat = heartbeat.clone();
+        let health = telemetry.health.scale_set(scale_set.name.clone());
         let deps = ServiceDeps {
             heartbeat: Arc::new(move || beat.beat()),
             api: github.clone(),
@@ -164,6 +166,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
                 scale_set.clone(),
                 version.clone(),
                 telemetry.metrics.clone(),
+                health.clone(),
             )),
         };
         let spec = ScaleSetSpec {
@@ -183,7 +186,6 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             drain_deadline: config.shutdown_drain_timeout,
         };
         let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
-        let health = telemetry.health.scale_set(scale_set.name.clone());
         tokio::spawn(forward_phase(phase_rx, health, telemetry.metrics.clone(), scale_set.name.clone()));
         let cancel = shutdown.child_token();
         let name = scale_set.name.clone();

@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 use scaleset_service::{FleetFactory, RunnerFleet, Sweeper};
 
 use super::observer::MetricsObserver;
+use super::outdated::{LatestRelease, VersionReport};
+use crate::health::ScaleSetHealth;
 
 /// The clients one scale set uses.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub(super) struct FleetBuilder {
     scale_set: ScaleSetSettings,
     runner_version: String,
     metrics: Arc<Metrics>,
+    health: ScaleSetHealth,
     current: Mutex<Option<(i64, Arc<FleetRuntime>)>>,
 }
 
@@ -48,8 +51,9 @@ impl FleetBuilder {
         scale_set: ScaleSetSettings,
         runner_version: String,
         metrics: Arc<Metrics>,
+        health: ScaleSetHealth,
     ) -> Self {
-        Self { clients, config, scale_set, runner_version, metrics, current: Mutex::new(None) }
+        Self { clients, config, scale_set, runner_version, metrics, health, current: Mutex::new(None) }
     }
 }
 
@@ -61,14 +65,21 @@ impl FleetFactory for FleetBuilder {
         {
             return (runtime.clone(), runtime.clone());
         }
-        let runtime = Arc::new(build_runtime(
+        let mut runtime = build_runtime(
             &self.clients,
             &self.config,
             &self.scale_set,
             scale_set_id,
             &self.runner_version,
             Some(self.metrics.clone()),
-        ));
+        );
+        if let Some(source) = LatestRelease::for_config(&self.config) {
+            runtime.fleet.set_runner_version_source(source);
+        }
+        let report =
+            VersionReport::new(self.scale_set.name.clone(), self.metrics.clone(), self.health.clone());
+        runtime.version_report = Some(report);
+        let runtime = Arc::new(runtime);
         if let Some((_, old)) = current.replace((scale_set_id, runtime.clone())) {
             // The scale set was re-created: the old fleet's runners belong to a scale set
             // that no longer exists; the reconciler deletes their VMs.
@@ -85,6 +96,8 @@ pub(super) struct FleetRuntime {
     pub(super) fleet: Arc<Fleet>,
     pub(super) reconciler: Reconciler,
     metrics: Option<Arc<Metrics>>,
+    /// Where the runner-version state goes (a serving process; not one-shot commands).
+    version_report: Option<VersionReport>,
 }
 
 pub(super) fn build_runtime(
@@ -120,7 +133,7 @@ pub(super) fn build_runtime(
         fleet.clone(),
         reconciler_config,
     );
-    FleetRuntime { name: scale_set.name.clone(), fleet, reconciler, metrics }
+    FleetRuntime { name: scale_set.name.clone(), fleet, reconciler, metrics, version_report: None }
 }
 
 fn fleet_config(config: &Config, scale_set: &ScaleSetSettings, id: i64, runner_version: &str) -> FleetConfig {
@@ -142,6 +155,7 @@ fn fleet_config(config: &Config, scale_set: &ScaleSetSettings, id: i64, runner_v
     fleet.probe_interval = config.reconcile.probe_interval;
     fleet.probe_timeout = config.reconcile.probe_timeout;
     fleet.probe_strikes = config.reconcile.unreachable_strikes;
+    fleet.outdated_retry_interval = config.runners.outdated_retry_interval;
     fleet
 }
 
@@ -181,6 +195,9 @@ impl RunnerFleet for FleetRuntime {
                 .collect();
             metrics.set_runner_phases(&self.name, &phases);
             metrics.set_vms_owned(&self.name, runners.len() as u64);
+        }
+        if let Some(report) = &self.version_report {
+            report.report(&self.fleet.runner_version_status());
         }
     }
 

@@ -2,7 +2,9 @@
 //! endpoint of the fake-runner contract.
 //!
 //! Routes:
-//! - `POST /_fake/runner/poll` (Bearer = the JIT credential) → `{"state":"idle"|"running"|"done"|"removed"}`, 401 if unknown
+//! - `POST /_fake/runner/poll` (Bearer = the JIT credential) → `{"state":"idle"|"running"|"done"|"removed"}`, 401 if unknown;
+//!   403 `{"message":"Runner version v… is deprecated and cannot receive messages."}` when the
+//!   runner's `X-Runner-Version` is one of the refused versions
 //! - `POST /_fake/jobs` ([`JobSpec`] JSON) → `{"id":N}`
 //! - `POST /_fake/jobs/{id}/cancel` → 204 / 409 (already ended) / 404
 //! - `POST /_fake/jobs/{id}/finish` (`{"result":"failed"}`, default succeeded) → 204 / 409 (not running)
@@ -40,6 +42,9 @@ pub(crate) async fn handle(
             let Some(cred) = bearer(headers) else {
                 return Reply::json(401, json!({"message": "no credential"}));
             };
+            if let Some(refused) = refused_version(&st.cfg.refused_runner_versions, headers) {
+                return Reply::json(403, json!({ "message": deprecated_message(&refused) }));
+            }
             match st.runner_poll(&cred) {
                 Some(state) => Reply::json(200, json!({"state": state})),
                 None => Reply::json(401, json!({"message": "unknown credential"})),
@@ -109,4 +114,15 @@ pub(crate) async fn handle(
         }
         _ => Reply::not_found(),
     }
+}
+
+/// The runner's version from `X-Runner-Version` when it is one GitHub refuses.
+fn refused_version(refused: &std::collections::BTreeSet<String>, headers: &HeaderMap) -> Option<String> {
+    let version = headers.get("x-runner-version")?.to_str().ok()?.trim().trim_start_matches('v');
+    refused.contains(version).then(|| version.to_owned())
+}
+
+/// What GitHub tells a runner whose version it refuses (the runner prints it and exits 7).
+pub(crate) fn deprecated_message(version: &str) -> String {
+    format!("Runner version v{version} is deprecated and cannot receive messages.")
 }

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Fake GitHub Actions runner (testkit). It runs no job: it speaks the fake-runner contract
 # with the fake GitHub — POST {server_url}/_fake/runner/poll about every 200 ms — and exits
-# when its job is done (0), its registration is removed (0) or its credential is rejected (1).
+# when its job is done (0), its registration is removed (0), its credential is rejected (1) or
+# GitHub refuses its version as deprecated (7, after printing GitHub's message, as the real
+# runner does). Each poll names the runner's version in X-Runner-Version.
 # The JIT config comes from ACTIONS_RUNNER_INPUT_JITCONFIG (or --jitconfig, as the Go
 # integration passes it); the credential reaches curl on stdin, never in an argv.
 jit="${ACTIONS_RUNNER_INPUT_JITCONFIG:-}"
@@ -33,7 +35,7 @@ give_up="${FAKE_RUNNER_GIVE_UP_SECS:-60}"
 last_ok=$(date +%s)
 running=0
 while :; do
-  out=$(printf 'header = "Authorization: Bearer %s"\n' "$credential" \
+  out=$(printf 'header = "Authorization: Bearer %s"\nheader = "X-Runner-Version: __VERSION__"\n' "$credential" \
     | curl -sS -K - -X POST --max-time 5 -o - -w '\n%{http_code}' "$server_url/_fake/runner/poll" 2>/dev/null)
   code=$(printf '%s\n' "$out" | tail -n 1)
   body=$(printf '%s\n' "$out" | sed '$d')
@@ -57,6 +59,10 @@ while :; do
     401)
       echo "fake runner: credential rejected (401)" >&2
       exit 1 ;;
+    403)
+      message=$(printf '%s' "$body" | sed -n 's/.*"message" *: *"\([^"]*\)".*/\1/p')
+      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ): An error occurred: ${message:-access denied (403)}"
+      exit 7 ;;
     *)
       now=$(date +%s)
       if [ $((now - last_ok)) -ge "$give_up" ]; then

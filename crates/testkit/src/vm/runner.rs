@@ -4,6 +4,11 @@
 //! The tarball holds a `run.sh` (POSIX sh + curl) implementing the runner side of the
 //! fake-runner contract, and a `bin/Runner.Listener` answering `--version`, as the real
 //! runner does. It owns nothing of the fake GitHub: run.sh only knows the contract's URL.
+//!
+//! The same server answers GitHub's "latest release" endpoint of actions/runner
+//! (`/repos/actions/runner/releases/latest`) with the version set by
+//! [`FakeRunnerDownloads::set_latest_release`], so a controller that resolves the latest
+//! runner release can be pointed here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +62,8 @@ struct Shared {
     delay_next: AtomicU32,
     delay_ms: AtomicU64,
     cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    latest: Mutex<Option<String>>,
+    latest_lookups: AtomicU64,
 }
 
 /// A loopback HTTP server serving fake runner tarballs for any version and arch at
@@ -77,6 +84,7 @@ impl FakeRunnerDownloads {
         let stop = CancellationToken::new();
         let app = Router::new()
             .route("/actions/runner/releases/download/{tag}/{file}", get(download))
+            .route("/repos/actions/runner/releases/latest", get(latest_release))
             .with_state(Arc::clone(&shared));
         let shutdown = stop.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -93,6 +101,22 @@ impl FakeRunnerDownloads {
             "http://{}/actions/runner/releases/download/v{{version}}/actions-runner-osx-{{arch}}-{{version}}.tar.gz",
             self.addr
         )
+    }
+
+    /// The URL of the "latest release" endpoint served here (a `GITHUB_RUNNER_RELEASE_URL`).
+    pub fn latest_release_url(&self) -> String {
+        format!("http://{}/repos/actions/runner/releases/latest", self.addr)
+    }
+
+    /// Makes `version` (no leading `v`) the latest release; `None` answers 404, as for a
+    /// repository without releases.
+    pub fn set_latest_release(&self, version: Option<&str>) {
+        *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = version.map(str::to_owned);
+    }
+
+    /// How many times the latest release was looked up.
+    pub fn latest_release_lookups(&self) -> u64 {
+        self.shared.latest_lookups.load(Ordering::SeqCst)
     }
 
     /// The server's address.
@@ -121,6 +145,24 @@ impl FakeRunnerDownloads {
 impl Drop for FakeRunnerDownloads {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// GitHub's answer for the latest release, reduced to what clients read (`tag_name`).
+async fn latest_release(State(shared): State<Arc<Shared>>) -> Response {
+    shared.latest_lookups.fetch_add(1, Ordering::SeqCst);
+    let latest = shared.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match latest {
+        Some(version) => axum::Json(serde_json::json!({
+            "tag_name": format!("v{version}"),
+            "name": format!("v{version}"),
+            "draft": false,
+            "prerelease": false,
+        }))
+        .into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"message": "Not Found"}))).into_response()
+        }
     }
 }
 
@@ -200,6 +242,10 @@ mod tests {
                 .unwrap();
             String::from_utf8(out.stdout).unwrap()
         };
+        assert_eq!(get(server.latest_release_url()).await, "404", "no release yet");
+        server.set_latest_release(Some("2.331.0"));
+        assert_eq!(get(server.latest_release_url()).await, "200");
+        assert_eq!(server.latest_release_lookups(), 2);
         server.fail_next(1);
         assert_eq!(get(url.clone()).await, "503");
         assert_eq!(get(url.clone()).await, "200");
