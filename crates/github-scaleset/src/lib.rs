@@ -38,6 +38,9 @@ mod error;
 pub mod messages;
 mod proxy;
 mod queue;
+mod ratelimit;
+pub mod release;
+mod secrets;
 mod transport;
 mod types;
 mod wire;
@@ -52,6 +55,7 @@ pub use messages::{
     JobAvailable, JobCompleted, JobInfo, JobMessage, JobResult, JobStarted, ScaleSetMessage, parse_message,
 };
 pub use queue::SessionQueue;
+pub use ratelimit::{ObserverSlot, RateLimitKind, RateLimitObserver, RateLimitPolicy};
 pub use types::{
     JitConfig, Label, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, RunnerSetting, RunnerState,
     ScaleSet, ScaleSetRef, Statistics,
