@@ -127,6 +127,9 @@ pub struct FakeGitHubConfig {
     /// Reject Actions calls without `api-version=6.0-preview`, and polls without the
     /// `Accept` / `X-ScaleSetMaxCapacity` headers (400), as a check on clients.
     pub strict_headers: bool,
+    /// Organizations, owners and enterprises that do not exist: their registration-token
+    /// requests answer 404 `Not Found`, as GitHub does for a wrong or invisible name.
+    pub missing_owners: Vec<String>,
 }
 
 impl Default for FakeGitHubConfig {
@@ -151,6 +154,7 @@ impl Default for FakeGitHubConfig {
             job_still_running_status: 400,
             tick: Duration::from_millis(50),
             strict_headers: true,
+            missing_owners: Vec::new(),
         }
     }
 }
@@ -198,6 +202,17 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
         Fault::PrematureCompletion { job } => {
             st.premature_completion(job);
         }
+        Fault::PrimaryRateLimit { endpoint, status, for_ms } => {
+            // GitHub reports the reset in whole epoch seconds; the limit ends exactly then.
+            let end = std::time::SystemTime::now() + Duration::from_millis(for_ms);
+            let secs = end.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64().ceil();
+            st.primary_limits.push((endpoint, status, std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)));
+        }
+        Fault::RevokeCredentials => {
+            st.credentials_revoked = true;
+            st.admin_min_generation += 1;
+        }
+        Fault::RestoreCredentials => st.credentials_revoked = false,
         counted => st.faults.add(counted),
     }
     drop(st);
