@@ -199,7 +199,7 @@ struct RateLimitResource {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLimitWait {
-    endpoint: &'static str,
+    endpoint: String,
     kind: &'static str,
 }
 
@@ -388,12 +388,16 @@ impl Metrics {
     /// Records GitHub's rate-limit budget of `resource`.
     pub fn set_github_rate_limit(&self, resource: &str, remaining: u64, limit: u64) {
         let labels = RateLimitResource { resource: resource.to_owned() };
-        self.github_rate_limit_remaining.get_or_create(&labels).set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        self.github_rate_limit_remaining
+            .get_or_create(&labels)
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
         self.github_rate_limit_limit.get_or_create(&labels).set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
-    /// Counts a request to `endpoint` waiting on a GitHub rate limit of `kind`.
-    pub fn github_rate_limit_wait(&self, endpoint: &'static str, kind: &'static str) {
+    /// Counts a request to `endpoint` (the client's fixed request name, e.g. "registration
+    /// token", recorded as `registration_token`) waiting on a GitHub rate limit of `kind`.
+    pub fn github_rate_limit_wait(&self, endpoint: &str, kind: &'static str) {
+        let endpoint = endpoint.to_ascii_lowercase().replace(' ', "_");
         self.github_rate_limit_waits.get_or_create(&RateLimitWait { endpoint, kind }).inc();
     }
 

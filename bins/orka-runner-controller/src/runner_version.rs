@@ -15,7 +15,13 @@ use crate::config::{Config, RunnerVersion};
 pub async fn resolve(config: &Config, github: &GitHubClient) -> anyhow::Result<String> {
     match &config.github.runner_version {
         RunnerVersion::Pinned(version) => Ok(version.clone()),
-        RunnerVersion::Latest => latest(github, LATEST_RUNNER_RELEASE_URL, config.github.release_lookup_token.as_ref()).await.context(
+        RunnerVersion::Latest => latest(
+            github,
+            LATEST_RUNNER_RELEASE_URL,
+            config.github.release_lookup_token.as_ref(),
+        )
+        .await
+        .context(
             "looking up the latest actions/runner release (set GITHUB_RUNNER_VERSION to skip the lookup)",
         ),
     }
@@ -23,7 +29,11 @@ pub async fn resolve(config: &Config, github: &GitHubClient) -> anyhow::Result<S
 
 /// Fetches `url` (a GitHub "latest release" endpoint) with `GITHUB_TOKEN` when set and
 /// returns its tag without `v`. Rejects major versions above 2, as the Go integration does.
-pub async fn latest(github: &GitHubClient, url: &str, token: Option<&SecretString>) -> anyhow::Result<String> {
+pub async fn latest(
+    github: &GitHubClient,
+    url: &str,
+    token: Option<&SecretString>,
+) -> anyhow::Result<String> {
     let tag = github.latest_release_tag(url, token).await?;
     parse_tag(&tag)
 }
@@ -101,9 +111,12 @@ mod tests {
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
         let (proxy, seen) = connect_proxy().await;
-        let mut config =
-            GitHubConfig::new(format!("http://{addr}/my-org"), Auth::Pat(SecretString::from("ghp_unused123")));
-        config.proxy = ProxyConfig::Explicit { https: Some(proxy.clone()), http: Some(proxy), no_proxy: String::new() };
+        let mut config = GitHubConfig::new(
+            format!("http://{addr}/my-org"),
+            Auth::Pat(SecretString::from("ghp_unused123")),
+        );
+        config.proxy =
+            ProxyConfig::Explicit { https: Some(proxy.clone()), http: Some(proxy), no_proxy: String::new() };
         let github = GitHubClient::new(config).unwrap();
         let token = SecretString::from("t0k-123456");
         let version = latest(&github, &format!("http://{addr}/latest"), Some(&token)).await.unwrap();

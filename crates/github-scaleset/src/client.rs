@@ -105,14 +105,28 @@ impl GitHubClient {
         update: &ScaleSetUpdate,
     ) -> Result<ScaleSet, ScaleSetError> {
         let body = serde_json::to_vec(&ScaleSetUpdateWire::from(update)).expect("serialisable");
-        let resp = self.actions(Call::new(Method::PATCH, &format!("_apis/runtime/runnerscalesets/{id}"), "update scale set").body(body)).await?;
+        let resp = self
+            .actions(
+                Call::new(Method::PATCH, &format!("_apis/runtime/runnerscalesets/{id}"), "update scale set")
+                    .body(body),
+            )
+            .await?;
         let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "update scale set")?;
         Ok(wire.into())
     }
 
     /// Jobs currently offered to the scale set (acquire flow; empty on 204).
     pub async fn acquirable_jobs(&self, scale_set_id: i64) -> Result<Vec<JobAvailable>, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::GET, &format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"), "acquirable jobs").max_body(body_cap::MESSAGES)).await?;
+        let resp = self
+            .actions(
+                Call::new(
+                    Method::GET,
+                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
+                    "acquirable jobs",
+                )
+                .max_body(body_cap::MESSAGES),
+            )
+            .await?;
         if resp.status == StatusCode::NO_CONTENT || crate::messages::strip_bom(&resp.body).is_empty() {
             return ensure_ok(&resp, &[StatusCode::OK, StatusCode::NO_CONTENT]).map(|_| Vec::new());
         }
@@ -158,7 +172,16 @@ impl GitHubClient {
             serde_json::to_vec(&JitRequestWire { name: runner_name, work_folder: "" }).expect("serialisable");
         // A duplicate caused by a retry after the server committed surfaces as AgentExists,
         // which `generate_jit_config` recovers from; so transport retries are safe here.
-        let resp = self.actions(Call::new(Method::POST, &format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"), "generate JIT config").body(body)).await?;
+        let resp = self
+            .actions(
+                Call::new(
+                    Method::POST,
+                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
+                    "generate JIT config",
+                )
+                .body(body),
+            )
+            .await?;
         let wire: JitResponseWire =
             expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "generate JIT config")?;
         let config = wire.into_config()?;
@@ -231,7 +254,12 @@ fn expect_json<T: serde::de::DeserializeOwned>(
 #[async_trait]
 impl ScaleSetApi for GitHubClient {
     async fn get_runner_group(&self, name: &str) -> Result<RunnerGroup, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::GET, "_apis/runtime/runnergroups/", "get runner group").query(&[("groupName", name)])).await?;
+        let resp = self
+            .actions(
+                Call::new(Method::GET, "_apis/runtime/runnergroups/", "get runner group")
+                    .query(&[("groupName", name)]),
+            )
+            .await?;
         let list: ListResponse<RunnerGroupWire> = expect_json(&resp, &[StatusCode::OK], "get runner group")?;
         match list.at_most_one("get runner group")? {
             Some(g) => Ok(g.into()),
@@ -249,27 +277,50 @@ impl ScaleSetApi for GitHubClient {
         name: &str,
     ) -> Result<Option<ScaleSet>, ScaleSetError> {
         let gid = runner_group_id.to_string();
-        let resp = self.actions(Call::new(Method::GET, "_apis/runtime/runnerscalesets", "get scale set").query(&[("runnerGroupId", &gid), ("name", name)])).await?;
+        let resp = self
+            .actions(
+                Call::new(Method::GET, "_apis/runtime/runnerscalesets", "get scale set")
+                    .query(&[("runnerGroupId", &gid), ("name", name)]),
+            )
+            .await?;
         let list: ListResponse<ScaleSetWire> = expect_json(&resp, &[StatusCode::OK], "get scale set")?;
         Ok(list.at_most_one("get scale set")?.map(Into::into))
     }
 
     async fn get_scale_set_by_id(&self, id: i64) -> Result<ScaleSet, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::GET, &format!("_apis/runtime/runnerscalesets/{id}"), "get scale set by id")).await?;
+        let resp = self
+            .actions(Call::new(
+                Method::GET,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+                "get scale set by id",
+            ))
+            .await?;
         let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "get scale set by id")?;
         Ok(wire.into())
     }
 
     async fn create_scale_set(&self, scale_set: &NewScaleSet) -> Result<ScaleSet, ScaleSetError> {
         let body = serde_json::to_vec(&NewScaleSetWire::from(scale_set)).expect("serialisable");
-        let resp = self.actions(Call::new(Method::POST, "_apis/runtime/runnerscalesets", "create scale set").body(body).not_idempotent()).await?;
+        let resp = self
+            .actions(
+                Call::new(Method::POST, "_apis/runtime/runnerscalesets", "create scale set")
+                    .body(body)
+                    .not_idempotent(),
+            )
+            .await?;
         let wire: ScaleSetWire =
             expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create scale set")?;
         Ok(wire.into())
     }
 
     async fn delete_scale_set(&self, id: i64) -> Result<(), ScaleSetError> {
-        let resp = self.actions(Call::new(Method::DELETE, &format!("_apis/runtime/runnerscalesets/{id}"), "delete scale set")).await?;
+        let resp = self
+            .actions(Call::new(
+                Method::DELETE,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+                "delete scale set",
+            ))
+            .await?;
         ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
     }
 
@@ -300,13 +351,24 @@ impl ScaleSetApi for GitHubClient {
     }
 
     async fn get_runner_by_name(&self, name: &str) -> Result<Option<RunnerRecord>, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::GET, "_apis/distributedtask/pools/0/agents", "get runner by name").query(&[("agentName", name)])).await?;
+        let resp = self
+            .actions(
+                Call::new(Method::GET, "_apis/distributedtask/pools/0/agents", "get runner by name")
+                    .query(&[("agentName", name)]),
+            )
+            .await?;
         let list: ListResponse<RunnerWire> = expect_json(&resp, &[StatusCode::OK], "get runner by name")?;
         Ok(list.at_most_one("get runner by name")?.map(Into::into))
     }
 
     async fn get_runner(&self, id: i64) -> Result<Option<RunnerRecord>, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::GET, &format!("_apis/distributedtask/pools/0/agents/{id}"), "get runner")).await?;
+        let resp = self
+            .actions(Call::new(
+                Method::GET,
+                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                "get runner",
+            ))
+            .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
                 // Only the typed answer means "absent": a bare 404 (wrong tenant, proxy)
@@ -320,7 +382,13 @@ impl ScaleSetApi for GitHubClient {
     }
 
     async fn remove_runner(&self, id: i64) -> Result<(), ScaleSetError> {
-        let resp = self.actions(Call::new(Method::DELETE, &format!("_apis/distributedtask/pools/0/agents/{id}"), "remove runner")).await?;
+        let resp = self
+            .actions(Call::new(
+                Method::DELETE,
+                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                "remove runner",
+            ))
+            .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
                 ScaleSetError::AgentNotFound => Ok(()),
@@ -340,7 +408,17 @@ impl ScaleSetApi for GitHubClient {
             owner_name,
         })
         .expect("serialisable");
-        let resp = self.actions(Call::new(Method::POST, &format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"), "create session").body(body).not_idempotent()).await?;
+        let resp = self
+            .actions(
+                Call::new(
+                    Method::POST,
+                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
+                    "create session",
+                )
+                .body(body)
+                .not_idempotent(),
+            )
+            .await?;
         let wire: SessionWire = expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create session")?;
         let session = wire.into_session(scale_set_id, None)?;
         self.inner.transport.secrets.remember(&session.message_queue_access_token);
@@ -368,10 +446,16 @@ impl ScaleSetApi for GitHubClient {
     }
 
     async fn refresh_session(&self, session: &MessageSession) -> Result<MessageSession, ScaleSetError> {
-        let resp = self.actions(Call::new(Method::PATCH, &format!(
+        let resp = self
+            .actions(Call::new(
+                Method::PATCH,
+                &format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
-                ), "refresh session")).await?;
+                ),
+                "refresh session",
+            ))
+            .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return Err(match error_from_response(&resp) {
                 ScaleSetError::ScaleSetNotFound => ScaleSetError::ScaleSetNotFound,
@@ -385,10 +469,16 @@ impl ScaleSetApi for GitHubClient {
     }
 
     async fn delete_session(&self, session: &MessageSession) -> Result<(), ScaleSetError> {
-        let resp = self.actions(Call::new(Method::DELETE, &format!(
+        let resp = self
+            .actions(Call::new(
+                Method::DELETE,
+                &format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
-                ), "delete session")).await?;
+                ),
+                "delete session",
+            ))
+            .await?;
         ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
     }
 }

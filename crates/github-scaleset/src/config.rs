@@ -37,7 +37,7 @@ impl Auth {
     /// hold this credential; credential errors name them.
     pub fn settings(&self) -> &'static str {
         match self {
-            Auth::Pat(_) => "GITHUB_TOKEN",
+            Auth::Pat(_) => "GITHUB_PAT",
             Auth::App { .. } => "GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY",
         }
     }

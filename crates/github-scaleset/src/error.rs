@@ -44,7 +44,9 @@ pub enum ScaleSetError {
         retry_after: Option<Duration>,
     },
     /// 404 on the organization, repository or enterprise the config URL names.
-    #[error("GitHub has no organization, repository or enterprise at {url} that these credentials can see (404); check GITHUB_URL and the credentials' access")]
+    #[error(
+        "GitHub has no organization, repository or enterprise at {url} that these credentials can see (404); check GITHUB_URL and the credentials' access"
+    )]
     ScopeNotFound {
         /// The config URL.
         url: String,

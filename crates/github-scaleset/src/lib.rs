@@ -28,7 +28,10 @@
 //! exponential backoff (`Retry-After` honoured, capped); POSTs that may have been committed
 //! (create scale set, create session) are not repeated; TLS verification failures are not
 //! retried. Admin-token calls re-run the bootstrap once on 401; queue calls refresh the
-//! session once on 401.
+//! session once on 401. GitHub's primary and secondary rate limits (403/429, see
+//! [`RateLimitPolicy`]) are waited out inside the request, never reported as rejected
+//! credentials; budgets and waits go to a [`RateLimitObserver`]. Response bodies are
+//! capped per endpoint, and error bodies are scrubbed of every secret the client holds.
 
 mod api;
 mod auth;

@@ -80,8 +80,11 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         let head = &body[..body.len().min(4096)];
         String::from_utf8_lossy(head).to_ascii_lowercase().contains("rate limit")
     };
-    (retry_after.is_some() || says_so || status == StatusCode::TOO_MANY_REQUESTS)
-        .then_some(RateLimit { kind: RateLimitKind::Secondary, reset_at: None, retry_after })
+    (retry_after.is_some() || says_so || status == StatusCode::TOO_MANY_REQUESTS).then_some(RateLimit {
+        kind: RateLimitKind::Secondary,
+        reset_at: None,
+        retry_after,
+    })
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -265,14 +268,25 @@ mod tests {
         use RateLimitKind::*;
         let reset = "1700000000";
         let reset_at = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let primary = [("x-ratelimit-remaining", "0"), ("x-ratelimit-limit", "5000"), ("x-ratelimit-reset", reset)];
-        let table: Vec<(u16, Vec<(&'static str, &str)>, &[u8], Option<(RateLimitKind, Option<SystemTime>, Option<u64>)>)> = vec![
+        let primary =
+            [("x-ratelimit-remaining", "0"), ("x-ratelimit-limit", "5000"), ("x-ratelimit-reset", reset)];
+        let table: Vec<(
+            u16,
+            Vec<(&'static str, &str)>,
+            &[u8],
+            Option<(RateLimitKind, Option<SystemTime>, Option<u64>)>,
+        )> = vec![
             // Primary: remaining 0 with 403 or 429, whatever the body.
             (403, primary.to_vec(), PRIMARY_BODY, Some((Primary, reset_at, None))),
             (429, primary.to_vec(), PRIMARY_BODY, Some((Primary, reset_at, None))),
             (403, primary.to_vec(), b"", Some((Primary, reset_at, None))),
             (403, vec![("x-ratelimit-remaining", "0")], b"", Some((Primary, None, None))),
-            (403, vec![("x-ratelimit-remaining", "0"), ("retry-after", "30")], b"", Some((Primary, None, Some(30)))),
+            (
+                403,
+                vec![("x-ratelimit-remaining", "0"), ("retry-after", "30")],
+                b"",
+                Some((Primary, None, Some(30))),
+            ),
             // Secondary: Retry-After, or the body says so, or a bare 429.
             (403, vec![("retry-after", "60")], SECONDARY_BODY, Some((Secondary, None, Some(60)))),
             (429, vec![("retry-after", "5")], b"", Some((Secondary, None, Some(5)))),
@@ -282,7 +296,12 @@ mod tests {
             (429, vec![], b"", Some((Secondary, None, None))),
             // Not a rate limit: a real refusal, or another status with the same headers.
             (403, vec![], PERMISSION_BODY, None),
-            (403, vec![("x-ratelimit-remaining", "4999"), ("x-ratelimit-limit", "5000")], PERMISSION_BODY, None),
+            (
+                403,
+                vec![("x-ratelimit-remaining", "4999"), ("x-ratelimit-limit", "5000")],
+                PERMISSION_BODY,
+                None,
+            ),
             (401, primary.to_vec(), br#"{"message":"Bad credentials"}"#, None),
             (401, vec![("retry-after", "5")], b"", None),
             (404, primary.to_vec(), b"", None),

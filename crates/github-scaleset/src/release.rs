@@ -43,7 +43,9 @@ impl GitHubClient {
             context: "latest runner release",
             max_body: body_cap::RELEASE,
         };
-        let resp = self.inner.transport.send(&req, &self.inner.config.retry).await?;
+        let mut resp = self.inner.transport.send(&req, &self.inner.config.retry).await?;
+        // The lookup's own token, not the scale-set credential, is what a 401 is about.
+        resp.credential_setting = "GITHUB_TOKEN";
         if !resp.status.is_success() {
             return Err(error_from_response(&resp));
         }

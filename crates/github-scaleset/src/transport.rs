@@ -185,7 +185,11 @@ impl Transport {
         let mut waits = 0;
         loop {
             if let Some(hold) = self.rate_limits.hold_back(&host) {
-                tracing::debug!(context = req.context, ?hold, "holding back until the GitHub rate limit resets");
+                tracing::debug!(
+                    context = req.context,
+                    ?hold,
+                    "holding back until the GitHub rate limit resets"
+                );
                 tokio::time::sleep(hold).await;
             }
             let resp = self.send_retrying(req, policy).await?;
@@ -378,7 +382,7 @@ mod tests {
                 status: StatusCode::from_u16(s).unwrap(),
                 headers,
                 body: Bytes::new(),
-                credential_setting: "GITHUB_TOKEN",
+                credential_setting: "GITHUB_PAT",
             })
         };
         assert!(retryable(&resp(500, None), Idempotency::Idempotent));

@@ -10,10 +10,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     JitConfig, Label, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, RunnerSetting, ScaleSet,
-    ScaleSetError, ScaleSetRef, Statistics,
-    messages::strip_bom,
-    ratelimit,
-    transport::HttpResponse,
+    ScaleSetError, ScaleSetRef, Statistics, messages::strip_bom, ratelimit, transport::HttpResponse,
 };
 
 /// The Go zero time the clients send in `createdOn`.
@@ -411,7 +408,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
             body: Bytes::copy_from_slice(body),
-            credential_setting: "GITHUB_TOKEN",
+            credential_setting: "GITHUB_PAT",
         }
     }
 

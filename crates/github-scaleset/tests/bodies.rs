@@ -12,7 +12,10 @@ use support::raw::{Answer, serve};
 #[tokio::test]
 async fn an_endless_chunked_body_fails_the_request_with_a_protocol_error() {
     let url = serve(|_| Answer::Endless { status: 201 }).await;
-    let mut cfg = github_scaleset::GitHubConfig::new(format!("{url}/my-org"), Auth::Pat(SecretString::from("ghp_x123456789")));
+    let mut cfg = github_scaleset::GitHubConfig::new(
+        format!("{url}/my-org"),
+        Auth::Pat(SecretString::from("ghp_x123456789")),
+    );
     cfg.retry = support::fast_retry();
     cfg.proxy = ProxyConfig::None;
     // A generous bound: the request must end by the cap, not by this timeout or the
@@ -41,10 +44,16 @@ async fn the_release_lookup_is_capped_too_and_reads_a_normal_tag() {
         }
     })
     .await;
-    let mut cfg = github_scaleset::GitHubConfig::new(format!("{url}/my-org"), Auth::Pat(SecretString::from("ghp_x123456789")));
+    let mut cfg = github_scaleset::GitHubConfig::new(
+        format!("{url}/my-org"),
+        Auth::Pat(SecretString::from("ghp_x123456789")),
+    );
     cfg.proxy = ProxyConfig::None;
     let client = GitHubClient::new(cfg).unwrap();
     assert_eq!(client.latest_release_tag(&format!("{url}/latest"), None).await.unwrap(), "v2.330.0");
     let err = client.latest_release_tag(&format!("{url}/endless"), None).await.unwrap_err();
-    assert!(matches!(&err, ScaleSetError::Protocol { message, .. } if message.contains("larger than")), "{err}");
+    assert!(
+        matches!(&err, ScaleSetError::Protocol { message, .. } if message.contains("larger than")),
+        "{err}"
+    );
 }

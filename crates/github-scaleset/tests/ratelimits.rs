@@ -107,7 +107,8 @@ async fn a_secondary_limit_waits_retry_after_and_a_non_idempotent_post_is_sent_o
 async fn a_secondary_limit_without_retry_after_backs_off_exponentially() {
     let fake = start(FakeGitHubConfig::default()).await;
     let mut cfg = pat_config(&fake);
-    cfg.rate_limit = RateLimitPolicy { secondary_backoff: Duration::from_millis(50), ..RateLimitPolicy::default() };
+    cfg.rate_limit =
+        RateLimitPolicy { secondary_backoff: Duration::from_millis(50), ..RateLimitPolicy::default() };
     let recorder = observed(&mut cfg);
     let client = GitHubClient::connect(cfg).await.unwrap();
     fake.inject(Fault::SecondaryRateLimit {
@@ -143,7 +144,9 @@ async fn a_limit_that_outlasts_every_wait_is_rate_limited_never_unauthorized() {
     let client = GitHubClient::connect(cfg).await.unwrap();
     let err = client.get_scale_set(1, "mac").await.unwrap_err();
     match &err {
-        ScaleSetError::RateLimited { retry_after: Some(d) } => assert!(*d <= Duration::from_secs(61), "{d:?}"),
+        ScaleSetError::RateLimited { retry_after: Some(d) } => {
+            assert!(*d <= Duration::from_secs(61), "{d:?}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("resets in"), "{err}");
@@ -156,7 +159,9 @@ async fn revoked_credentials_name_the_setting_and_recover_once_restored() {
     fake.inject(Fault::RevokeCredentials);
     let err = client.get_runner_group("default").await.unwrap_err();
     match &err {
-        ScaleSetError::Unauthorized { status: 401, message } => assert!(message.contains("GITHUB_TOKEN"), "{err}"),
+        ScaleSetError::Unauthorized { status: 401, message } => {
+            assert!(message.contains("GITHUB_PAT"), "{err}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(!err.is_retryable());

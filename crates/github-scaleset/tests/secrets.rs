@@ -181,7 +181,8 @@ async fn secrets_echoed_in_error_bodies_never_reach_errors_or_logs() {
         .await
     };
     *base.lock().unwrap() = url.clone();
-    let mut cfg = github_scaleset::GitHubConfig::new(format!("{url}/my-org"), Auth::Pat(SecretString::from(PAT)));
+    let mut cfg =
+        github_scaleset::GitHubConfig::new(format!("{url}/my-org"), Auth::Pat(SecretString::from(PAT)));
     cfg.retry = support::fast_retry();
     cfg.registration_retry = support::fast_retry();
     cfg.proxy = github_scaleset::ProxyConfig::None;

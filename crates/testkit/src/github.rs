@@ -206,7 +206,11 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
             // GitHub reports the reset in whole epoch seconds; the limit ends exactly then.
             let end = std::time::SystemTime::now() + Duration::from_millis(for_ms);
             let secs = end.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64().ceil();
-            st.primary_limits.push((endpoint, status, std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)));
+            st.primary_limits.push((
+                endpoint,
+                status,
+                std::time::UNIX_EPOCH + Duration::from_secs(secs as u64),
+            ));
         }
         Fault::RevokeCredentials => {
             st.credentials_revoked = true;

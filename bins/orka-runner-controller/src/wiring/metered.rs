@@ -61,9 +61,7 @@ pub(super) fn github_status(e: &ScaleSetError) -> ApiStatus {
         ScaleSetError::SessionNotFound
         | ScaleSetError::ScaleSetNotFound
         | ScaleSetError::AgentNotFound
-        | ScaleSetError::ScopeNotFound { .. } => {
-            ApiStatus::Http(404)
-        }
+        | ScaleSetError::ScopeNotFound { .. } => ApiStatus::Http(404),
         ScaleSetError::Unauthorized { status, .. } | ScaleSetError::Http { status, .. } => {
             ApiStatus::Http(*status)
         }

@@ -23,7 +23,11 @@ pub enum Answer {
 
 impl Answer {
     pub fn json(status: u16, body: impl Into<String>) -> Self {
-        Answer::Full { status, headers: vec![("content-type".into(), "application/json".into())], body: body.into() }
+        Answer::Full {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
     }
 }
 
@@ -56,7 +60,8 @@ async fn connection(mut stream: TcpStream, answer: Arc<dyn Fn(&Seen) -> Answer +
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let mut lines = head.lines();
         let mut first = lines.next().unwrap_or_default().split(' ');
-        let (method, path) = (first.next().unwrap_or_default().to_owned(), first.next().unwrap_or_default().to_owned());
+        let (method, path) =
+            (first.next().unwrap_or_default().to_owned(), first.next().unwrap_or_default().to_owned());
         let mut authorization = String::new();
         let mut length = 0usize;
         for line in lines {

@@ -280,7 +280,8 @@ const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits
 fn rate_limited(st: &mut State, ep: Endpoint) -> Option<Reply> {
     let now = std::time::SystemTime::now();
     st.primary_limits.retain(|(_, _, reset)| *reset > now);
-    let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let epoch =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let installation = st.cfg.app.as_ref().map_or(0, |a| a.installation_id);
     let request_id = format!("{:X}:{:X}", rand::random::<u32>(), rand::random::<u32>());
     if let Some((_, status, reset)) = st.primary_limits.iter().find(|(e, ..)| e.matches(ep)) {
@@ -298,8 +299,9 @@ fn rate_limited(st: &mut State, ep: Endpoint) -> Option<Reply> {
         reply.headers.extend(rate_limit_headers(0, epoch(*reset)));
         return Some(reply);
     }
-    let Fault::SecondaryRateLimit { status, retry_after_secs, .. } =
-        st.faults.take(|f| matches!(f, Fault::SecondaryRateLimit { endpoint, .. } if endpoint.matches(ep)))?
+    let Fault::SecondaryRateLimit { status, retry_after_secs, .. } = st
+        .faults
+        .take(|f| matches!(f, Fault::SecondaryRateLimit { endpoint, .. } if endpoint.matches(ep)))?
     else {
         return None;
     };
