@@ -357,6 +357,12 @@ pub enum Fault {
         /// How many requests.
         times: u32,
     },
+    /// The next `times` queue-token requests (poll, delete message, acquire) answer 401
+    /// whatever their token, fresh or not: a queue token the service keeps refusing.
+    RejectQueueTokens {
+        /// How many requests.
+        times: u32,
+    },
     /// The PAT and the App are refused (401 "Bad credentials") from now on and every admin
     /// token issued so far is revoked, until [`Fault::RestoreCredentials`].
     RevokeCredentials,

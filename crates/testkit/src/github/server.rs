@@ -242,6 +242,11 @@ pub(crate) async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Reque
         if let Some(reply) = rate_limited(&mut st, ep) {
             return reply.into_response(false);
         }
+        if matches!(ep, Endpoint::GetMessage | Endpoint::DeleteMessage | Endpoint::AcquireJobs)
+            && st.faults.take(|f| matches!(f, Fault::RejectQueueTokens { .. })).is_some()
+        {
+            return Reply::unauthorized().into_response(false);
+        }
         let delay = st.faults.take(|f| matches!(f, Fault::Delay { endpoint, .. } if endpoint.matches(ep)));
         let error =
             st.faults.take(|f| matches!(f, Fault::HttpError { endpoint, .. } if endpoint.matches(ep)));

@@ -108,7 +108,8 @@ fn times_mut(f: &mut Fault) -> Option<&mut u32> {
         | Fault::EmptyQueueUrl { times }
         | Fault::AcquireTakenElsewhere { times }
         | Fault::UnknownEnvelopeType { times }
-        | Fault::SecondaryRateLimit { times, .. } => Some(times),
+        | Fault::SecondaryRateLimit { times, .. }
+        | Fault::RejectQueueTokens { times } => Some(times),
         _ => None,
     }
 }
