@@ -21,8 +21,7 @@ async fn rate_limits_at_start_up_and_during_a_run_are_waited_out() -> Result<()>
     let s = Scenario::start().await?;
     s.world.github.inject(Fault::PrimaryRateLimit { endpoint: Endpoint::Any, status: 403, for_ms: 4_000 });
     let mut controller = s.controller("controller.log", &[])?;
-    let log = controller.log_path();
-    explained(&[log.clone()], async {
+    explained(&[controller.log_path()], async {
         eventually("the rate-limit wait is logged", PATIENCE, || async {
             controller.log().contains("GitHub rate limit reached").then_some(())
         })

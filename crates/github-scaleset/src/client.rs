@@ -107,7 +107,7 @@ impl GitHubClient {
         let body = serde_json::to_vec(&ScaleSetUpdateWire::from(update)).expect("serialisable");
         let resp = self
             .actions(
-                Call::new(Method::PATCH, &format!("_apis/runtime/runnerscalesets/{id}"), "update scale set")
+                Call::new(Method::PATCH, format!("_apis/runtime/runnerscalesets/{id}"), "update scale set")
                     .body(body),
             )
             .await?;
@@ -121,7 +121,7 @@ impl GitHubClient {
             .actions(
                 Call::new(
                     Method::GET,
-                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
                     "acquirable jobs",
                 )
                 .max_body(body_cap::MESSAGES),
@@ -176,7 +176,7 @@ impl GitHubClient {
             .actions(
                 Call::new(
                     Method::POST,
-                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
                     "generate JIT config",
                 )
                 .body(body),
@@ -291,7 +291,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::GET,
-                &format!("_apis/runtime/runnerscalesets/{id}"),
+                format!("_apis/runtime/runnerscalesets/{id}"),
                 "get scale set by id",
             ))
             .await?;
@@ -317,7 +317,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::DELETE,
-                &format!("_apis/runtime/runnerscalesets/{id}"),
+                format!("_apis/runtime/runnerscalesets/{id}"),
                 "delete scale set",
             ))
             .await?;
@@ -365,7 +365,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::GET,
-                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                format!("_apis/distributedtask/pools/0/agents/{id}"),
                 "get runner",
             ))
             .await?;
@@ -385,7 +385,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::DELETE,
-                &format!("_apis/distributedtask/pools/0/agents/{id}"),
+                format!("_apis/distributedtask/pools/0/agents/{id}"),
                 "remove runner",
             ))
             .await?;
@@ -412,7 +412,7 @@ impl ScaleSetApi for GitHubClient {
             .actions(
                 Call::new(
                     Method::POST,
-                    &format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
                     "create session",
                 )
                 .body(body)
@@ -449,7 +449,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::PATCH,
-                &format!(
+                format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
                 ),
@@ -472,7 +472,7 @@ impl ScaleSetApi for GitHubClient {
         let resp = self
             .actions(Call::new(
                 Method::DELETE,
-                &format!(
+                format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
                 ),

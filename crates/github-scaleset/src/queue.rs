@@ -92,11 +92,7 @@ impl SessionQueue {
         self.refresh_from(&seen).await?;
         let resp = self.send(build(&self.session())?).await?;
         if resp.status == StatusCode::UNAUTHORIZED {
-            // The refresh succeeded (so the credentials work) but its token is refused too:
-            // the session is unusable, not the credentials. A new session (same cursor)
-            // is the remedy, as for an expired one.
-            tracing::warn!("queue token rejected again after a session refresh; the session must be re-created");
-            return Err(ScaleSetError::SessionExpired);
+            return Err(error_from_response(&resp));
         }
         Ok(resp)
     }

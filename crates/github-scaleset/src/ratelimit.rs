@@ -263,6 +263,14 @@ mod tests {
     const SECONDARY_BODY: &[u8] = br#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}"#;
     const PERMISSION_BODY: &[u8] = br#"{"message":"Resource not accessible by integration","documentation_url":"https://docs.github.com/rest"}"#;
 
+    /// Status, headers, body → expected kind, reset and `Retry-After` seconds.
+    type Row = (
+        u16,
+        Vec<(&'static str, &'static str)>,
+        &'static [u8],
+        Option<(RateLimitKind, Option<SystemTime>, Option<u64>)>,
+    );
+
     #[test]
     fn every_status_header_and_body_combination_is_classified() {
         use RateLimitKind::*;
@@ -270,12 +278,7 @@ mod tests {
         let reset_at = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let primary =
             [("x-ratelimit-remaining", "0"), ("x-ratelimit-limit", "5000"), ("x-ratelimit-reset", reset)];
-        let table: Vec<(
-            u16,
-            Vec<(&'static str, &str)>,
-            &[u8],
-            Option<(RateLimitKind, Option<SystemTime>, Option<u64>)>,
-        )> = vec![
+        let table: Vec<Row> = vec![
             // Primary: remaining 0 with 403 or 429, whatever the body.
             (403, primary.to_vec(), PRIMARY_BODY, Some((Primary, reset_at, None))),
             (429, primary.to_vec(), PRIMARY_BODY, Some((Primary, reset_at, None))),

@@ -30,7 +30,7 @@ fn without_values(e: &serde_json::Error) -> String {
     for c in text.chars() {
         match quote {
             Some(q) if c == q => {
-                out.push_str("…");
+                out.push('…');
                 out.push(c);
                 quote = None;
             }

@@ -200,16 +200,24 @@ async fn a_wrong_installation_or_scope_names_the_setting_to_fix() {
     assert!(err.to_string().contains("GITHUB_URL"), "{err}");
 }
 
+/// A queue token refused once is healed by a session refresh; refused again after the
+/// refresh it is a typed 401 that names the credential settings (the service decides what
+/// to do with the session then).
 #[tokio::test]
-async fn a_queue_token_refused_after_a_refresh_means_a_new_session_not_bad_credentials() {
+async fn a_queue_token_refused_after_a_refresh_is_a_typed_401() {
     use github_scaleset::MessageQueue;
-    let fake = start(FakeGitHubConfig { long_poll_hold: Duration::from_millis(100), ..Default::default() }).await;
+    let fake =
+        start(FakeGitHubConfig { long_poll_hold: Duration::from_millis(100), ..Default::default() }).await;
     let client = client(&fake).await;
     let (_ss, queue) = scale_set_with_queue(&client, "mac").await;
-    fake.inject(Fault::RejectQueueTokens { times: 2 });
-    let err = queue.get_message(0, 5).await.unwrap_err();
-    assert!(matches!(err, ScaleSetError::SessionExpired), "{err:?}");
-    assert_eq!(fake.state().request_count(Endpoint::RefreshSession), 1, "one refresh was tried first");
     fake.inject(Fault::RejectQueueTokens { times: 1 });
     assert!(queue.get_message(0, 5).await.is_ok(), "one refusal is healed by the refresh");
+    assert_eq!(fake.state().request_count(Endpoint::RefreshSession), 1);
+    fake.inject(Fault::RejectQueueTokens { times: 2 });
+    let err = queue.get_message(0, 5).await.unwrap_err();
+    assert!(
+        matches!(&err, ScaleSetError::Unauthorized { status: 401, message } if message.contains("GITHUB_PAT")),
+        "{err:?}"
+    );
+    assert_eq!(fake.state().request_count(Endpoint::RefreshSession), 2, "one refresh was tried first");
 }
