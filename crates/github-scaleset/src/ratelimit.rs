@@ -94,8 +94,12 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 /// How long to wait on rate limits, and how often per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitPolicy {
-    /// The longest single wait (a reset or `Retry-After` further away is cut to this).
+    /// The longest wait for one limit (a reset or `Retry-After` further away is cut to this).
     pub max_wait: Duration,
+    /// The most one request waits on rate limits in all; past it the request fails with
+    /// [`ScaleSetError::RateLimited`](crate::ScaleSetError::RateLimited) (time left included)
+    /// and the caller retries. Keep it below the caller's liveness deadline.
+    pub request_budget: Duration,
     /// First wait on a secondary limit without `Retry-After` (doubles per repeat).
     pub secondary_backoff: Duration,
     /// Added to a primary reset time (the server's and our clocks differ a little).
@@ -109,6 +113,7 @@ impl Default for RateLimitPolicy {
     fn default() -> Self {
         Self {
             max_wait: Duration::from_secs(3600),
+            request_budget: Duration::from_secs(45),
             secondary_backoff: Duration::from_secs(60),
             reset_margin: Duration::from_secs(1),
             max_waits: 6,
@@ -164,7 +169,7 @@ pub(crate) struct RateLimitState {
 struct Seen {
     /// Per resource: whether it is below 10 % (so the warning is given once per dip).
     low: HashMap<String, bool>,
-    /// Per host: the primary reset we last logged, and until when requests hold back.
+    /// Per host: until when requests hold back (the limit we last logged).
     exhausted: HashMap<String, SystemTime>,
 }
 
@@ -206,20 +211,18 @@ impl RateLimitState {
         }
     }
 
-    /// Records that a request to `host` waits `wait` on `limit`. The first request of a
-    /// primary-limit episode logs a warning with the reset time; the rest log at debug.
+    /// Records that a request to `host` waits `wait` on `limit`, and holds further requests
+    /// to `host` back until then. The first request of an episode logs a warning with the
+    /// time the limit lifts; the rest log at debug.
     pub(crate) fn waiting(&self, host: &str, endpoint: &'static str, limit: &RateLimit, wait: Duration) {
         let until = SystemTime::now() + wait;
-        let first = match limit.kind {
-            RateLimitKind::Primary => {
-                let mut seen = self.inner.lock().expect("rate-limit state");
-                let known = seen.exhausted.get(host).is_some_and(|t| *t + Duration::from_secs(1) >= until);
-                if !known {
-                    seen.exhausted.insert(host.to_owned(), until);
-                }
-                !known
+        let first = {
+            let mut seen = self.inner.lock().expect("rate-limit state");
+            let known = seen.exhausted.get(host).is_some_and(|t| *t + Duration::from_secs(1) >= until);
+            if !known {
+                seen.exhausted.insert(host.to_owned(), until);
             }
-            RateLimitKind::Secondary => true,
+            !known
         };
         let reset = httpdate::fmt_http_date(until);
         if first {
@@ -238,8 +241,8 @@ impl RateLimitState {
         }
     }
 
-    /// How long a new request to `host` should hold back because the primary budget is
-    /// known to be spent (it would only be refused).
+    /// How long a new request to `host` should hold back because a limit is known to be in
+    /// force (it would only be refused).
     pub(crate) fn hold_back(&self, host: &str) -> Option<Duration> {
         let seen = self.inner.lock().expect("rate-limit state");
         seen.exhausted.get(host)?.duration_since(SystemTime::now()).ok().filter(|d| !d.is_zero())

@@ -4,12 +4,15 @@
 //!
 //! Where rate-limit waits happen: here, inside [`Transport::send`]. A rate-limited answer
 //! (see [`crate::ratelimit`]) is not retried by the ordinary backoff; the request sleeps
-//! until the reset or `Retry-After` (bounded by [`RateLimitPolicy::max_wait`]) and is sent
-//! again, up to [`RateLimitPolicy::max_waits`] times, after which the caller gets
-//! [`ScaleSetError::RateLimited`]. The sleep is part of the request's future, so a caller
-//! that races the call against its cancellation token (or drops it) ends the wait at once.
-//! While a host's primary budget is known to be spent, new requests to it hold back until
-//! the reset instead of being refused one by one.
+//! until the reset or `Retry-After` (each wait bounded by [`RateLimitPolicy::max_wait`])
+//! and is sent again. One request waits at most [`RateLimitPolicy::request_budget`] in all
+//! (and [`RateLimitPolicy::max_waits`] times); then the caller gets
+//! [`ScaleSetError::RateLimited`] with the time left and retries on its own schedule, so a
+//! loop that reports liveness between calls keeps doing so through an hour-long limit.
+//! While a host is known to be limited, every request to it holds back (within its budget)
+//! until the limit lifts instead of being refused one by one. The sleeps are part of the
+//! request's future: a caller that races the call against its cancellation token (or
+//! drops it) ends the wait at once.
 //!
 //! Owns: sending a request and deciding whether to send it again. Does not own: URLs,
 //! authentication or the meaning of a status code beyond "retryable".
@@ -182,27 +185,41 @@ impl Transport {
         policy: &RetryPolicy,
     ) -> Result<HttpResponse, ScaleSetError> {
         let host = req.url.host_str().unwrap_or_default().to_owned();
+        let budget = self.rate_policy.request_budget;
+        let mut spent = Duration::ZERO;
         let mut waits = 0;
         loop {
             if let Some(hold) = self.rate_limits.hold_back(&host) {
+                let slept = hold.min(budget.saturating_sub(spent));
                 tracing::debug!(
                     context = req.context,
                     ?hold,
-                    "holding back until the GitHub rate limit resets"
+                    "holding back until the GitHub rate limit lifts"
                 );
-                tokio::time::sleep(hold).await;
+                tokio::time::sleep(slept).await;
+                spent += slept;
+                if slept < hold {
+                    return Err(ScaleSetError::RateLimited { retry_after: Some(hold - slept) });
+                }
             }
             let resp = self.send_retrying(req, policy).await?;
             self.rate_limits.observe(&resp.headers);
-            let limit = ratelimit::classify(resp.status, &resp.headers, &resp.body);
-            match limit {
-                Some(limit) if waits < self.rate_policy.max_waits => {
-                    let wait = self.rate_policy.wait(&limit, waits, std::time::SystemTime::now());
-                    self.rate_limits.waiting(&host, req.context, &limit, wait);
-                    tokio::time::sleep(wait).await;
-                    waits += 1;
-                }
-                _ => return Ok(resp),
+            let Some(limit) = ratelimit::classify(resp.status, &resp.headers, &resp.body) else {
+                return Ok(resp);
+            };
+            let wait = self.rate_policy.wait(&limit, waits, std::time::SystemTime::now());
+            if waits >= self.rate_policy.max_waits {
+                return Err(ScaleSetError::RateLimited { retry_after: Some(wait) });
+            }
+            self.rate_limits.waiting(&host, req.context, &limit, wait);
+            let slept = wait.min(budget.saturating_sub(spent));
+            tokio::time::sleep(slept).await;
+            spent += slept;
+            waits += 1;
+            if slept < wait {
+                // Out of this request's budget: the caller gets `RateLimited` and retries
+                // later; meanwhile the gate keeps further requests to this host waiting.
+                return Err(ScaleSetError::RateLimited { retry_after: Some(wait - slept) });
             }
         }
     }

@@ -147,7 +147,7 @@ async fn a_limit_that_outlasts_every_wait_is_rate_limited_never_unauthorized() {
     let err = client.get_scale_set(1, "mac").await.unwrap_err();
     match &err {
         ScaleSetError::RateLimited { retry_after: Some(d) } => {
-            assert!(*d <= Duration::from_secs(61), "{d:?}")
+            assert!(*d <= Duration::from_secs(62), "{d:?}")
         }
         other => panic!("{other:?}"),
     }
@@ -220,4 +220,32 @@ async fn a_queue_token_refused_after_a_refresh_is_a_typed_401() {
         "{err:?}"
     );
     assert_eq!(fake.state().request_count(Endpoint::RefreshSession), 2, "one refresh was tried first");
+}
+
+/// A limit longer than one request's budget: the request gives up after its budget with
+/// the time left, and the next request holds back until the limit lifts, then succeeds —
+/// so a caller that reports liveness between requests keeps doing so.
+#[tokio::test]
+async fn a_long_limit_is_waited_out_in_slices_of_the_request_budget() {
+    let fake = start(FakeGitHubConfig::default()).await;
+    let mut cfg = pat_config(&fake);
+    cfg.rate_limit =
+        RateLimitPolicy { request_budget: Duration::from_millis(500), ..RateLimitPolicy::default() };
+    let client = GitHubClient::connect(cfg).await.unwrap();
+    fake.inject(Fault::PrimaryRateLimit { endpoint: Endpoint::RunnerGroups, status: 403, for_ms: 2_000 });
+    let mut slices = 0;
+    let group = loop {
+        match client.get_runner_group("default").await {
+            Ok(group) => break group,
+            Err(ScaleSetError::RateLimited { retry_after: Some(left) }) => {
+                assert!(left <= Duration::from_secs(4), "{left:?}");
+                slices += 1;
+                assert!(slices < 20, "bounded");
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(group.id, 1);
+    assert!(slices >= 2, "a 2 s limit takes several 0.5 s slices: {slices}");
+    assert_eq!(fake.state().request_count(Endpoint::RunnerGroups), 2, "one refused, one after the reset");
 }
