@@ -1,6 +1,6 @@
 //! HTTP transport: one hyper client (rustls with aws-lc-rs, http and https, optional extra
 //! CA bundle, optional proxy), per-request timeouts, body caps, secret scrubbing of error
-//! bodies, the retry policy of §5.2, and waiting out GitHub's rate limits.
+//! bodies, the retry policy ([`RetryPolicy`]), and waiting out GitHub's rate limits.
 //!
 //! Where rate-limit waits happen: here, inside [`Transport::send`]. A rate-limited answer
 //! (see [`crate::ratelimit`]) is not retried by the ordinary backoff; the request sleeps

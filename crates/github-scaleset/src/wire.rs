@@ -339,7 +339,7 @@ fn clip(text: &str) -> String {
     }
 }
 
-/// Maps a non-success response to a typed error (§5.1). Rate limits come first: a 403
+/// Maps a non-success response to a typed error. Rate limits come first: a 403
 /// or 429 that is one is never reported as rejected credentials.
 pub(crate) fn error_from_response(resp: &HttpResponse) -> ScaleSetError {
     if let Some(limit) = ratelimit::classify(resp.status, &resp.headers, &resp.body) {
