@@ -193,6 +193,17 @@ struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitResource {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitWait {
+    endpoint: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     scale_set: String,
     stage: &'static str,
@@ -221,11 +232,25 @@ pub struct Metrics {
     api_errors: Family<ApiLabels, Counter>,
     stage_duration: HistogramFamily<StageLabels>,
     runner_version_outdated: Family<ScaleSet, Gauge>,
+    github_rate_limit_remaining: Family<RateLimitResource, Gauge>,
+    github_rate_limit_limit: Family<RateLimitResource, Gauge>,
+    github_rate_limit_waits: Family<RateLimitWait, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The GitHub client tells the metrics what it learns about rate limits.
+impl github_scaleset::RateLimitObserver for Metrics {
+    fn budget(&self, resource: &str, remaining: u64, limit: u64) {
+        self.set_github_rate_limit(resource, remaining, limit);
+    }
+
+    fn waiting(&self, endpoint: &'static str, kind: github_scaleset::RateLimitKind, _wait: Duration) {
+        self.github_rate_limit_wait(endpoint, kind.label());
     }
 }
 
@@ -282,6 +307,9 @@ impl Metrics {
             api_errors: Family::default(),
             stage_duration: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
             runner_version_outdated: Family::default(),
+            github_rate_limit_remaining: Family::default(),
+            github_rate_limit_limit: Family::default(),
+            github_rate_limit_waits: Family::default(),
             registry: Registry::default(),
         };
         // The Go integration's gauges, same names and help texts in spirit.
@@ -353,7 +381,38 @@ impl Metrics {
             "1 while GitHub refuses the scale set's runner version as deprecated",
             m.runner_version_outdated.clone(),
         );
+        ours.register(
+            "github_rate_limit_remaining",
+            "Requests left in GitHub's rate-limit budget, by resource, as last reported",
+            m.github_rate_limit_remaining.clone(),
+        );
+        ours.register(
+            "github_rate_limit_limit",
+            "Size of GitHub's rate-limit budget, by resource, as last reported",
+            m.github_rate_limit_limit.clone(),
+        );
+        ours.register(
+            "github_rate_limit_waits",
+            "Requests that waited on a GitHub rate limit, by endpoint and kind (primary, secondary)",
+            m.github_rate_limit_waits.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Records GitHub's rate-limit budget of `resource`.
+    pub fn set_github_rate_limit(&self, resource: &str, remaining: u64, limit: u64) {
+        let labels = RateLimitResource { resource: resource.to_owned() };
+        self.github_rate_limit_remaining
+            .get_or_create(&labels)
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        self.github_rate_limit_limit.get_or_create(&labels).set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request to `endpoint` (the client's fixed request name, e.g. "registration
+    /// token", recorded as `registration_token`) waiting on a GitHub rate limit of `kind`.
+    pub fn github_rate_limit_wait(&self, endpoint: &str, kind: &'static str) {
+        let endpoint = endpoint.to_ascii_lowercase().replace(' ', "_");
+        self.github_rate_limit_waits.get_or_create(&RateLimitWait { endpoint, kind }).inc();
     }
 
     /// Sets the seven `runner_scale_set_*` gauges of `scale_set` from live statistics.

@@ -1,73 +1,45 @@
 //! Which actions/runner version the VMs install: `GITHUB_RUNNER_VERSION`, or — like the Go
 //! integration — the latest release on github.com, looked up once at startup.
 //!
-//! Owns that lookup only (one HTTPS GET); the install itself is vm-probe's.
-
-use std::time::Duration;
+//! Owns reading that lookup's answer; the request itself goes through the GitHub client's
+//! transport (its proxy settings, CA bundle, body cap and rate-limit waits), and the
+//! install is vm-probe's.
 
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use secrecy::ExposeSecret;
+use github_scaleset::GitHubClient;
+use secrecy::SecretString;
 
 use crate::config::{Config, RunnerVersion};
 
-/// The GitHub API endpoint of the latest runner release.
-pub const LATEST_RELEASE_URL: &str = "https://api.github.com/repos/actions/runner/releases/latest";
-
 /// The version to install (no leading `v`).
-pub async fn resolve(config: &Config) -> anyhow::Result<String> {
+pub async fn resolve(config: &Config, github: &GitHubClient) -> anyhow::Result<String> {
     match &config.github.runner_version {
         RunnerVersion::Pinned(version) => Ok(version.clone()),
-        RunnerVersion::Latest => {
-            let token = config.github.release_lookup_token.as_ref().map(|t| t.expose_secret().to_owned());
-            latest(&config.github.runner_release_url, token.as_deref()).await.context(
-                "looking up the latest actions/runner release (set GITHUB_RUNNER_VERSION to skip the lookup)",
-            )
-        }
+        RunnerVersion::Latest => latest(
+            github,
+            &config.github.runner_release_url,
+            config.github.release_lookup_token.as_ref(),
+        )
+        .await
+        .context(
+            "looking up the latest actions/runner release (set GITHUB_RUNNER_VERSION to skip the lookup)",
+        ),
     }
 }
 
-/// Fetches `url` (a GitHub "latest release" endpoint) and returns its tag without `v`.
-/// Rejects major versions above 2, as the Go integration does.
-pub async fn latest(url: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .context("loading the system's TLS roots")?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(https);
-    let mut request = hyper::Request::get(url)
-        .header("Accept", "application/vnd.github+json")
-        .header("User-Agent", concat!("orka-runner-controller/", env!("CARGO_PKG_VERSION")));
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    let request = request.body(Empty::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(15), client.request(request))
-        .await
-        .context("timed out")?
-        .context("request failed")?;
-    let status = response.status();
-    let body = tokio::time::timeout(Duration::from_secs(15), response.into_body().collect())
-        .await
-        .context("timed out reading the response")??
-        .to_bytes();
-    if !status.is_success() {
-        bail!("GitHub answered {status}");
-    }
-    parse_release(&body)
+/// Fetches `url` (a GitHub "latest release" endpoint) with `GITHUB_TOKEN` when set and
+/// returns its tag without `v`. Rejects major versions above 2, as the Go integration does.
+pub async fn latest(
+    github: &GitHubClient,
+    url: &str,
+    token: Option<&SecretString>,
+) -> anyhow::Result<String> {
+    let tag = github.latest_release_tag(url, token).await?;
+    parse_tag(&tag)
 }
 
-fn parse_release(body: &[u8]) -> anyhow::Result<String> {
-    #[derive(serde::Deserialize)]
-    struct Release {
-        tag_name: String,
-    }
-    let release: Release = serde_json::from_slice(body).context("unexpected release JSON")?;
-    let version = release.tag_name.trim_start_matches('v').to_owned();
+fn parse_tag(tag: &str) -> anyhow::Result<String> {
+    let version = tag.trim_start_matches('v').to_owned();
     let major: u32 =
         version.split('.').next().unwrap_or_default().parse().context("unexpected release tag")?;
     if major > 2 {
@@ -78,29 +50,79 @@ fn parse_release(body: &[u8]) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use github_scaleset::{Auth, GitHubConfig, ProxyConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
     fn release_tags_are_parsed_and_unknown_majors_refused() {
-        assert_eq!(parse_release(br#"{"tag_name":"v2.330.0","name":"x"}"#).unwrap(), "2.330.0");
-        assert!(parse_release(br#"{"tag_name":"v3.0.0"}"#).is_err());
-        assert!(parse_release(br#"{"name":"no tag"}"#).is_err());
+        assert_eq!(parse_tag("v2.330.0").unwrap(), "2.330.0");
+        assert!(parse_tag("v3.0.0").is_err());
+        assert!(parse_tag("latest").is_err());
+    }
+
+    /// A minimal `CONNECT` proxy on loopback that records the targets it tunnelled to.
+    async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    record.lock().unwrap().push(target.clone());
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else { return };
+                    if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        (url, seen)
     }
 
     #[tokio::test]
-    async fn lookup_reads_the_tag_from_a_loopback_server() {
+    async fn the_lookup_uses_the_github_clients_transport_and_proxy() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route(
             "/latest",
             axum::routing::get(|headers: axum::http::HeaderMap| async move {
                 let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_owned());
-                assert_eq!(auth.as_deref(), Some("Bearer t0k"));
-                axum::Json(serde_json::json!({"tag_name": "v2.331.0"}))
+                if auth.as_deref() != Some("Bearer t0k-123456") {
+                    return Err(axum::http::StatusCode::UNAUTHORIZED);
+                }
+                Ok(axum::Json(serde_json::json!({"tag_name": "v2.331.0"})))
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let version = latest(&format!("http://{addr}/latest"), Some("t0k")).await.unwrap();
+        let (proxy, seen) = connect_proxy().await;
+        let mut config = GitHubConfig::new(
+            format!("http://{addr}/my-org"),
+            Auth::Pat(SecretString::from("ghp_unused123")),
+        );
+        config.proxy =
+            ProxyConfig::Explicit { https: Some(proxy.clone()), http: Some(proxy), no_proxy: String::new() };
+        let github = GitHubClient::new(config).unwrap();
+        let token = SecretString::from("t0k-123456");
+        let version = latest(&github, &format!("http://{addr}/latest"), Some(&token)).await.unwrap();
         assert_eq!(version, "2.331.0");
+        assert_eq!(*seen.lock().unwrap(), [addr.to_string()], "the lookup went through the proxy");
+        let err = latest(&github, &format!("http://{addr}/latest"), None).await.unwrap_err();
+        assert!(format!("{err:#}").contains("401"), "{err:#}");
     }
 }

@@ -68,11 +68,13 @@ fn the_metrics_reference_documents_every_metric() {
         reason: reconciler::decision::Reason::NoRunner,
     };
     metrics.record_reconcile_decision("mac", &decision);
+    metrics.set_github_rate_limit("core", 4000, 5000);
+    metrics.github_rate_limit_wait("registration token", "primary");
     let text = doc("metrics.md");
     let exposition = metrics.encode();
     let names: Vec<&str> =
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    assert_eq!(names.len(), 18, "{exposition}");
+    assert_eq!(names.len(), 21, "{exposition}");
     let missing: Vec<&str> =
         names.iter().copied().filter(|name| !text.contains(&format!("`{name}"))).collect();
     assert!(missing.is_empty(), "docs/metrics.md misses: {missing:?}");

@@ -18,7 +18,7 @@ use url::Url;
 use crate::{
     ScaleSetError,
     config::{Auth, ConfigUrl, GitHubConfig, RetryPolicy},
-    transport::{HttpRequest, HttpResponse, Idempotency, Transport},
+    transport::{HttpRequest, HttpResponse, Idempotency, Transport, body_cap},
     wire::{
         RunnerRegistrationRequest, RunnerRegistrationResponse, TokenWire, error_from_response, parse_json,
     },
@@ -188,6 +188,7 @@ impl Bootstrap {
             timeout: self.request_timeout,
             idempotency: Idempotency::Idempotent,
             context,
+            max_body: body_cap::TOKEN,
         })
     }
 
@@ -203,6 +204,7 @@ impl Bootstrap {
         let claims = AppClaims { iat, exp: iat + 9 * 60, iss: app_id };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, key)
             .map_err(|e| ScaleSetError::Config(format!("cannot sign the GitHub App JWT: {e}")))?;
+        transport.secrets.remember(&SecretString::from(jwt.clone()));
         let req = self.rest_request(
             &format!("app/installations/{installation_id}/access_tokens"),
             bearer(&jwt)?,
@@ -210,8 +212,17 @@ impl Bootstrap {
             "GitHub App installation token",
         )?;
         let resp = transport.send(&req, &self.retry).await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Err(ScaleSetError::Unauthorized {
+                status: 404,
+                message: format!(
+                    "GitHub App {app_id} has no installation {installation_id}; check GITHUB_APP_INSTALLATION_ID \
+                     (and GITHUB_APP_ID)"
+                ),
+            });
+        }
         let token: TokenWire = success_json(&resp, "GitHub App installation token")?;
-        Ok(SecretString::from(token.token))
+        Ok(remembered(transport, token.token))
     }
 
     async fn registration_token(
@@ -226,8 +237,11 @@ impl Bootstrap {
             "registration token",
         )?;
         let resp = transport.send(&req, &self.retry).await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Err(ScaleSetError::ScopeNotFound { url: self.config_url.url.clone() });
+        }
         let token: TokenWire = success_json(&resp, "registration token")?;
-        Ok(SecretString::from(token.token))
+        Ok(remembered(transport, token.token))
     }
 
     async fn runner_registration(
@@ -282,8 +296,15 @@ impl Bootstrap {
             tracing::warn!("admin token carries no readable exp; refreshing it periodically");
             SystemTime::now() + UNKNOWN_EXPIRY_LIFETIME
         });
-        Ok(Tenant { base, token: SecretString::from(reg.token), expires_at })
+        Ok(Tenant { base, token: remembered(transport, reg.token), expires_at })
     }
+}
+
+/// `token` as a secret that is scrubbed from every later error body.
+fn remembered(transport: &Transport, token: String) -> SecretString {
+    let secret = SecretString::from(token);
+    transport.secrets.remember(&secret);
+    secret
 }
 
 /// `Authorization: Bearer <token>`, marked sensitive.

@@ -17,7 +17,7 @@ use crate::{
     ScaleSetError, SessionQueue,
     auth::{Bootstrap, Tenant, bearer},
     config::GitHubConfig,
-    transport::{HttpRequest, HttpResponse, Idempotency, Transport},
+    transport::{HttpRequest, HttpResponse, Idempotency, Transport, body_cap},
     wire::{
         JitRequestWire, JitResponseWire, ListResponse, NewScaleSetWire, NewSessionWire, RunnerGroupWire,
         RunnerWire, ScaleSetUpdate, ScaleSetUpdateWire, ScaleSetWire, SessionWire, error_from_response,
@@ -107,12 +107,8 @@ impl GitHubClient {
         let body = serde_json::to_vec(&ScaleSetUpdateWire::from(update)).expect("serialisable");
         let resp = self
             .actions(
-                Method::PATCH,
-                &format!("_apis/runtime/runnerscalesets/{id}"),
-                &[],
-                Some(body.into()),
-                Idempotency::Idempotent,
-                "update scale set",
+                Call::new(Method::PATCH, format!("_apis/runtime/runnerscalesets/{id}"), "update scale set")
+                    .body(body),
             )
             .await?;
         let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "update scale set")?;
@@ -123,12 +119,12 @@ impl GitHubClient {
     pub async fn acquirable_jobs(&self, scale_set_id: i64) -> Result<Vec<JobAvailable>, ScaleSetError> {
         let resp = self
             .actions(
-                Method::GET,
-                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
-                &[],
-                None,
-                Idempotency::Idempotent,
-                "acquirable jobs",
+                Call::new(
+                    Method::GET,
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/acquirablejobs"),
+                    "acquirable jobs",
+                )
+                .max_body(body_cap::MESSAGES),
             )
             .await?;
         if resp.status == StatusCode::NO_CONTENT || crate::messages::strip_bom(&resp.body).is_empty() {
@@ -138,42 +134,37 @@ impl GitHubClient {
         Ok(list.value)
     }
 
-    /// An Actions-service request with the admin token.
-    pub(crate) async fn actions(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<Bytes>,
-        idempotency: Idempotency,
-        context: &'static str,
-    ) -> Result<HttpResponse, ScaleSetError> {
+    /// Sends an Actions-service request with the admin token. A 401 re-runs the
+    /// bootstrap once (new registration token → new admin token) and sends it again.
+    pub(crate) async fn actions(&self, call: Call<'_>) -> Result<HttpResponse, ScaleSetError> {
         let build = |tenant: &Tenant| -> Result<HttpRequest, ScaleSetError> {
             let mut headers = HeaderMap::new();
             headers.insert(header::AUTHORIZATION, bearer(tenant.token.expose_secret())?);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(HttpRequest {
-                method: method.clone(),
-                url: actions_url(&tenant.base, path, query),
+                method: call.method.clone(),
+                url: actions_url(&tenant.base, &call.path, call.query),
                 headers,
-                body: body.clone(),
+                body: call.body.clone(),
                 timeout: self.inner.config.timeouts.request,
-                idempotency,
-                context,
+                idempotency: call.idempotency,
+                context: call.context,
+                max_body: call.max_body,
             })
         };
         let bootstrap = &self.inner.bootstrap;
-        let tenant = bootstrap.tenant(&self.inner.transport).await?;
-        let resp = self.inner.transport.send(&build(&tenant)?, &self.inner.config.retry).await?;
+        let transport = &self.inner.transport;
+        let tenant = bootstrap.tenant(transport).await?;
+        let resp = transport.send(&build(&tenant)?, &self.inner.config.retry).await?;
         if resp.status != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
         // The Go clients have no reactive refresh; one re-bootstrap is cheap insurance
         // against a token revoked before its `exp`.
-        tracing::debug!(context, "admin token rejected; re-running the bootstrap once");
+        tracing::debug!(context = call.context, "admin token rejected; re-running the bootstrap once");
         bootstrap.invalidate(&tenant);
-        let tenant = bootstrap.tenant(&self.inner.transport).await?;
-        self.inner.transport.send(&build(&tenant)?, &self.inner.config.retry).await
+        let tenant = bootstrap.tenant(transport).await?;
+        transport.send(&build(&tenant)?, &self.inner.config.retry).await
     }
 
     async fn generate_once(&self, scale_set_id: i64, runner_name: &str) -> Result<JitConfig, ScaleSetError> {
@@ -183,17 +174,67 @@ impl GitHubClient {
         // which `generate_jit_config` recovers from; so transport retries are safe here.
         let resp = self
             .actions(
-                Method::POST,
-                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
-                &[],
-                Some(body.into()),
-                Idempotency::Idempotent,
-                "generate JIT config",
+                Call::new(
+                    Method::POST,
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/generatejitconfig"),
+                    "generate JIT config",
+                )
+                .body(body),
             )
             .await?;
         let wire: JitResponseWire =
             expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "generate JIT config")?;
-        wire.into_config()
+        let config = wire.into_config()?;
+        self.inner.transport.secrets.remember(&config.encoded_jit_config);
+        Ok(config)
+    }
+}
+
+/// One Actions-service call: what [`GitHubClient::actions`] sends under the tenant base.
+pub(crate) struct Call<'a> {
+    method: Method,
+    path: String,
+    query: &'a [(&'a str, &'a str)],
+    body: Option<Bytes>,
+    idempotency: Idempotency,
+    context: &'static str,
+    max_body: usize,
+}
+
+impl<'a> Call<'a> {
+    /// An idempotent call without query or body, answered by at most
+    /// [`body_cap::SERVICE`] bytes.
+    pub(crate) fn new(method: Method, path: impl Into<String>, context: &'static str) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: &[],
+            body: None,
+            idempotency: Idempotency::Idempotent,
+            context,
+            max_body: body_cap::SERVICE,
+        }
+    }
+
+    fn query(mut self, query: &'a [(&'a str, &'a str)]) -> Self {
+        self.query = query;
+        self
+    }
+
+    fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// A POST that must not be repeated once it may have reached the server.
+    fn not_idempotent(mut self) -> Self {
+        self.idempotency = Idempotency::NonIdempotent;
+        self
+    }
+
+    fn max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
     }
 }
 
@@ -215,12 +256,8 @@ impl ScaleSetApi for GitHubClient {
     async fn get_runner_group(&self, name: &str) -> Result<RunnerGroup, ScaleSetError> {
         let resp = self
             .actions(
-                Method::GET,
-                "_apis/runtime/runnergroups/",
-                &[("groupName", name)],
-                None,
-                Idempotency::Idempotent,
-                "get runner group",
+                Call::new(Method::GET, "_apis/runtime/runnergroups/", "get runner group")
+                    .query(&[("groupName", name)]),
             )
             .await?;
         let list: ListResponse<RunnerGroupWire> = expect_json(&resp, &[StatusCode::OK], "get runner group")?;
@@ -242,12 +279,8 @@ impl ScaleSetApi for GitHubClient {
         let gid = runner_group_id.to_string();
         let resp = self
             .actions(
-                Method::GET,
-                "_apis/runtime/runnerscalesets",
-                &[("runnerGroupId", &gid), ("name", name)],
-                None,
-                Idempotency::Idempotent,
-                "get scale set",
+                Call::new(Method::GET, "_apis/runtime/runnerscalesets", "get scale set")
+                    .query(&[("runnerGroupId", &gid), ("name", name)]),
             )
             .await?;
         let list: ListResponse<ScaleSetWire> = expect_json(&resp, &[StatusCode::OK], "get scale set")?;
@@ -256,14 +289,11 @@ impl ScaleSetApi for GitHubClient {
 
     async fn get_scale_set_by_id(&self, id: i64) -> Result<ScaleSet, ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::GET,
-                &format!("_apis/runtime/runnerscalesets/{id}"),
-                &[],
-                None,
-                Idempotency::Idempotent,
+                format!("_apis/runtime/runnerscalesets/{id}"),
                 "get scale set by id",
-            )
+            ))
             .await?;
         let wire: ScaleSetWire = expect_json(&resp, &[StatusCode::OK], "get scale set by id")?;
         Ok(wire.into())
@@ -273,12 +303,9 @@ impl ScaleSetApi for GitHubClient {
         let body = serde_json::to_vec(&NewScaleSetWire::from(scale_set)).expect("serialisable");
         let resp = self
             .actions(
-                Method::POST,
-                "_apis/runtime/runnerscalesets",
-                &[],
-                Some(body.into()),
-                Idempotency::NonIdempotent,
-                "create scale set",
+                Call::new(Method::POST, "_apis/runtime/runnerscalesets", "create scale set")
+                    .body(body)
+                    .not_idempotent(),
             )
             .await?;
         let wire: ScaleSetWire =
@@ -288,14 +315,11 @@ impl ScaleSetApi for GitHubClient {
 
     async fn delete_scale_set(&self, id: i64) -> Result<(), ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::DELETE,
-                &format!("_apis/runtime/runnerscalesets/{id}"),
-                &[],
-                None,
-                Idempotency::Idempotent,
+                format!("_apis/runtime/runnerscalesets/{id}"),
                 "delete scale set",
-            )
+            ))
             .await?;
         ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
     }
@@ -329,12 +353,8 @@ impl ScaleSetApi for GitHubClient {
     async fn get_runner_by_name(&self, name: &str) -> Result<Option<RunnerRecord>, ScaleSetError> {
         let resp = self
             .actions(
-                Method::GET,
-                "_apis/distributedtask/pools/0/agents",
-                &[("agentName", name)],
-                None,
-                Idempotency::Idempotent,
-                "get runner by name",
+                Call::new(Method::GET, "_apis/distributedtask/pools/0/agents", "get runner by name")
+                    .query(&[("agentName", name)]),
             )
             .await?;
         let list: ListResponse<RunnerWire> = expect_json(&resp, &[StatusCode::OK], "get runner by name")?;
@@ -343,14 +363,11 @@ impl ScaleSetApi for GitHubClient {
 
     async fn get_runner(&self, id: i64) -> Result<Option<RunnerRecord>, ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::GET,
-                &format!("_apis/distributedtask/pools/0/agents/{id}"),
-                &[],
-                None,
-                Idempotency::Idempotent,
+                format!("_apis/distributedtask/pools/0/agents/{id}"),
                 "get runner",
-            )
+            ))
             .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
@@ -366,14 +383,11 @@ impl ScaleSetApi for GitHubClient {
 
     async fn remove_runner(&self, id: i64) -> Result<(), ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::DELETE,
-                &format!("_apis/distributedtask/pools/0/agents/{id}"),
-                &[],
-                None,
-                Idempotency::Idempotent,
+                format!("_apis/distributedtask/pools/0/agents/{id}"),
                 "remove runner",
-            )
+            ))
             .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return match error_from_response(&resp) {
@@ -396,16 +410,18 @@ impl ScaleSetApi for GitHubClient {
         .expect("serialisable");
         let resp = self
             .actions(
-                Method::POST,
-                &format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
-                &[],
-                Some(body.into()),
-                Idempotency::NonIdempotent,
-                "create session",
+                Call::new(
+                    Method::POST,
+                    format!("_apis/runtime/runnerscalesets/{scale_set_id}/sessions"),
+                    "create session",
+                )
+                .body(body)
+                .not_idempotent(),
             )
             .await?;
         let wire: SessionWire = expect_json(&resp, &[StatusCode::OK, StatusCode::CREATED], "create session")?;
         let session = wire.into_session(scale_set_id, None)?;
+        self.inner.transport.secrets.remember(&session.message_queue_access_token);
         if !session.message_queue_url.is_empty() {
             return Ok(session);
         }
@@ -431,17 +447,14 @@ impl ScaleSetApi for GitHubClient {
 
     async fn refresh_session(&self, session: &MessageSession) -> Result<MessageSession, ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::PATCH,
-                &format!(
+                format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
                 ),
-                &[],
-                None,
-                Idempotency::Idempotent,
                 "refresh session",
-            )
+            ))
             .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return Err(match error_from_response(&resp) {
@@ -450,22 +463,21 @@ impl ScaleSetApi for GitHubClient {
             });
         }
         let wire: SessionWire = expect_json(&resp, &[StatusCode::OK], "refresh session")?;
-        wire.into_session(session.scale_set.id, Some(session))
+        let fresh = wire.into_session(session.scale_set.id, Some(session))?;
+        self.inner.transport.secrets.remember(&fresh.message_queue_access_token);
+        Ok(fresh)
     }
 
     async fn delete_session(&self, session: &MessageSession) -> Result<(), ScaleSetError> {
         let resp = self
-            .actions(
+            .actions(Call::new(
                 Method::DELETE,
-                &format!(
+                format!(
                     "_apis/runtime/runnerscalesets/{}/sessions/{}",
                     session.scale_set.id, session.session_id
                 ),
-                &[],
-                None,
-                Idempotency::Idempotent,
                 "delete session",
-            )
+            ))
             .await?;
         ensure_ok(&resp, &[StatusCode::NO_CONTENT, StatusCode::OK])
     }

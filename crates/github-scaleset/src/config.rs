@@ -9,7 +9,10 @@ use std::{path::PathBuf, time::Duration};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::ScaleSetError;
+use crate::{
+    ScaleSetError,
+    ratelimit::{ObserverSlot, RateLimitPolicy},
+};
 
 /// How the client authenticates against the GitHub REST API.
 ///
@@ -27,6 +30,17 @@ pub enum Auth {
         /// The App's private key (PEM, PKCS#1 or PKCS#8).
         private_key_pem: SecretString,
     },
+}
+
+impl Auth {
+    /// The settings (environment variables of the controller and the Go integration) that
+    /// hold this credential; credential errors name them.
+    pub fn settings(&self) -> &'static str {
+        match self {
+            Auth::Pat(_) => "GITHUB_PAT",
+            Auth::App { .. } => "GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY",
+        }
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -110,6 +124,10 @@ pub struct GitHubConfig {
     pub force_ghes: bool,
     /// Which HTTP(S) proxy to use.
     pub proxy: ProxyConfig,
+    /// How long requests wait on GitHub's rate limits (see docs/operations.md).
+    pub rate_limit: RateLimitPolicy,
+    /// Told about rate-limit budgets and waits (the binary's metrics).
+    pub rate_limit_observer: ObserverSlot,
 }
 
 /// Proxy selection. Proxied requests go through an HTTP `CONNECT` tunnel.
@@ -167,6 +185,8 @@ impl GitHubConfig {
             queue_token_refresh_margin: Duration::from_secs(60),
             force_ghes: false,
             proxy: ProxyConfig::Env,
+            rate_limit: RateLimitPolicy::default(),
+            rate_limit_observer: ObserverSlot::default(),
         }
     }
 }

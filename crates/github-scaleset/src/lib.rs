@@ -28,19 +28,26 @@
 //! exponential backoff (`Retry-After` honoured, capped); POSTs that may have been committed
 //! (create scale set, create session) are not repeated; TLS verification failures are not
 //! retried. Admin-token calls re-run the bootstrap once on 401; queue calls refresh the
-//! session once on 401.
+//! session once on 401. GitHub's primary and secondary rate limits (403/429, see
+//! [`RateLimitPolicy`]) are waited out inside the request, never reported as rejected
+//! credentials; budgets and waits go to a [`RateLimitObserver`]. Response bodies are
+//! capped per endpoint, and error bodies are scrubbed of every secret the client holds.
 
 mod auth;
 mod client;
 pub mod config;
 mod proxy;
 mod queue;
+mod ratelimit;
+pub mod release;
+mod secrets;
 mod transport;
 mod wire;
 
 pub use client::GitHubClient;
 pub use config::{Auth, GitHubConfig, ProxyConfig, RetryPolicy, Timeouts};
 pub use queue::SessionQueue;
+pub use ratelimit::{ObserverSlot, RateLimitKind, RateLimitObserver, RateLimitPolicy};
 /// The message envelope and its parsing (defined with the seam in `runner-core`).
 pub use runner_core::messages;
 pub use runner_core::{

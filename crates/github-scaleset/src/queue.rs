@@ -16,7 +16,7 @@ use crate::{
     auth::{bearer, jwt_expiry},
     client::actions_url,
     messages::parse_message,
-    transport::{HttpRequest, HttpResponse, Idempotency},
+    transport::{HttpRequest, HttpResponse, Idempotency, body_cap},
     wire::{ListResponse, error_from_response, parse_json},
 };
 
@@ -148,6 +148,7 @@ impl MessageQueue for SessionQueue {
                     timeout,
                     idempotency: Idempotency::Idempotent,
                     context: "get message",
+                    max_body: body_cap::MESSAGES,
                 })
             })
             .await?;
@@ -174,6 +175,7 @@ impl MessageQueue for SessionQueue {
                     timeout,
                     idempotency: Idempotency::Idempotent,
                     context: "delete message",
+                    max_body: body_cap::SERVICE,
                 })
             })
             .await?;
@@ -210,6 +212,7 @@ impl MessageQueue for SessionQueue {
                     // Acquiring an id twice is harmless: the second answer is a subset.
                     idempotency: Idempotency::Idempotent,
                     context: "acquire jobs",
+                    max_body: body_cap::MESSAGES,
                 })
             })
             .await?;

@@ -1,5 +1,18 @@
 //! HTTP transport: one hyper client (rustls with aws-lc-rs, http and https, optional extra
-//! CA bundle, optional proxy), per-request timeouts, and the retry policy of §5.2.
+//! CA bundle, optional proxy), per-request timeouts, body caps, secret scrubbing of error
+//! bodies, the retry policy ([`RetryPolicy`]), and waiting out GitHub's rate limits.
+//!
+//! Where rate-limit waits happen: here, inside [`Transport::send`]. A rate-limited answer
+//! (see [`crate::ratelimit`]) is not retried by the ordinary backoff; the request sleeps
+//! until the reset or `Retry-After` (each wait bounded by [`RateLimitPolicy::max_wait`])
+//! and is sent again. One request waits at most [`RateLimitPolicy::request_budget`] in all
+//! (and [`RateLimitPolicy::max_waits`] times); then the caller gets
+//! [`ScaleSetError::RateLimited`] with the time left and retries on its own schedule, so a
+//! loop that reports liveness between calls keeps doing so through an hour-long limit.
+//! While a host is known to be limited, every request to it holds back (within its budget)
+//! until the limit lifts instead of being refused one by one. The sleeps are part of the
+//! request's future: a caller that races the call against its cancellation token (or
+//! drops it) ends the wait at once.
 //!
 //! Owns: sending a request and deciding whether to send it again. Does not own: URLs,
 //! authentication or the meaning of a status code beyond "retryable".
@@ -21,7 +34,22 @@ use crate::{
     ScaleSetError,
     config::{GitHubConfig, RetryPolicy},
     proxy::{ProxyConnector, ProxySettings},
+    ratelimit::{self, RateLimitPolicy, RateLimitState},
+    secrets::Secrets,
 };
+
+/// Largest response body read, per kind of endpoint; a larger (or endless) body fails the
+/// request with [`ScaleSetError::Protocol`] as soon as the cap is passed.
+pub(crate) mod body_cap {
+    /// REST bootstrap answers (tokens, runner registration): a few hundred bytes.
+    pub(crate) const TOKEN: usize = 64 * 1024;
+    /// Actions-service answers (scale sets, sessions, runners, JIT configs).
+    pub(crate) const SERVICE: usize = 1024 * 1024;
+    /// Message-queue answers and job lists (a batch of job messages).
+    pub(crate) const MESSAGES: usize = 8 * 1024 * 1024;
+    /// The runner release lookup (release notes and the asset list).
+    pub(crate) const RELEASE: usize = 2 * 1024 * 1024;
+}
 
 /// Whether a request may be sent again after it possibly reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +71,8 @@ pub(crate) struct HttpRequest {
     pub(crate) idempotency: Idempotency,
     /// What is being done, for errors and logs (never contains a secret).
     pub(crate) context: &'static str,
+    /// Largest body accepted (see [`body_cap`]).
+    pub(crate) max_body: usize,
 }
 
 /// A complete response.
@@ -51,6 +81,8 @@ pub(crate) struct HttpResponse {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The settings that hold the credential used (named in credential errors).
+    pub(crate) credential_setting: &'static str,
 }
 
 enum Attempt {
@@ -64,6 +96,8 @@ enum Attempt {
     Status(HttpResponse),
     /// Never worth repeating (TLS verification failed).
     Fatal(Box<dyn std::error::Error + Send + Sync>),
+    /// The body passed its cap.
+    TooLarge(usize),
 }
 
 type HyperClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
@@ -72,6 +106,12 @@ type HyperClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 pub(crate) struct Transport {
     client: HyperClient,
     user_agent: HeaderValue,
+    /// Scrubbed from every error body.
+    pub(crate) secrets: Secrets,
+    /// Budgets seen and the primary-limit gate.
+    rate_limits: RateLimitState,
+    rate_policy: RateLimitPolicy,
+    credential_setting: &'static str,
 }
 
 impl Transport {
@@ -121,13 +161,71 @@ impl Transport {
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let user_agent = HeaderValue::from_str(&config.user_agent)
             .map_err(|_| ScaleSetError::Config("user agent is not a valid header value".into()))?;
-        Ok(Self { client, user_agent })
+        let fixed = match &config.auth {
+            crate::Auth::Pat(pat) => vec![pat.clone()],
+            crate::Auth::App { .. } => Vec::new(),
+        };
+        Ok(Self {
+            client,
+            user_agent,
+            secrets: Secrets::new(fixed),
+            rate_limits: RateLimitState::new(config.rate_limit_observer.clone()),
+            rate_policy: config.rate_limit,
+            credential_setting: config.auth.settings(),
+        })
     }
 
-    /// Sends `req`, retrying per `policy`. Returns the final response whatever its status
-    /// (a retryable status that survived every retry included); errors only when no
-    /// response arrived.
+    /// Sends `req`, retrying per `policy` and waiting out rate limits (see the module
+    /// docs). Returns the final response whatever its status (a rate limit or retryable
+    /// status that outlasted every wait included; an error body has every known secret
+    /// scrubbed); errors only when no response arrived.
     pub(crate) async fn send(
+        &self,
+        req: &HttpRequest,
+        policy: &RetryPolicy,
+    ) -> Result<HttpResponse, ScaleSetError> {
+        let host = req.url.host_str().unwrap_or_default().to_owned();
+        let budget = self.rate_policy.request_budget;
+        let mut spent = Duration::ZERO;
+        let mut waits = 0;
+        loop {
+            if let Some(hold) = self.rate_limits.hold_back(&host) {
+                let slept = hold.min(budget.saturating_sub(spent));
+                tracing::debug!(
+                    context = req.context,
+                    ?hold,
+                    "holding back until the GitHub rate limit lifts"
+                );
+                tokio::time::sleep(slept).await;
+                spent += slept;
+                if slept < hold {
+                    return Err(ScaleSetError::RateLimited { retry_after: Some(hold - slept) });
+                }
+            }
+            let resp = self.send_retrying(req, policy).await?;
+            self.rate_limits.observe(&resp.headers);
+            let Some(limit) = ratelimit::classify(resp.status, &resp.headers, &resp.body) else {
+                return Ok(resp);
+            };
+            let wait = self.rate_policy.wait(&limit, waits, std::time::SystemTime::now());
+            if waits >= self.rate_policy.max_waits {
+                return Err(ScaleSetError::RateLimited { retry_after: Some(wait) });
+            }
+            self.rate_limits.waiting(&host, req.context, &limit, wait);
+            let slept = wait.min(budget.saturating_sub(spent));
+            tokio::time::sleep(slept).await;
+            spent += slept;
+            waits += 1;
+            if slept < wait {
+                // Out of this request's budget: the caller gets `RateLimited` and retries
+                // later; meanwhile the gate keeps further requests to this host waiting.
+                return Err(ScaleSetError::RateLimited { retry_after: Some(wait - slept) });
+            }
+        }
+    }
+
+    /// Sends `req`, retrying transport errors and retryable statuses per `policy`.
+    async fn send_retrying(
         &self,
         req: &HttpRequest,
         policy: &RetryPolicy,
@@ -162,6 +260,10 @@ impl Transport {
                 context: req.context.to_owned(),
                 source: format!("no response within {after:?}").into(),
             }),
+            Err(Attempt::TooLarge(cap)) => Err(ScaleSetError::protocol(
+                req.context,
+                format!("response body larger than {} KiB; refusing to read more", cap / 1024),
+            )),
         }
     }
 
@@ -185,13 +287,28 @@ impl Transport {
                 }
             })?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| Attempt::Broken(Box::new(e)))?.to_bytes();
-            Ok(HttpResponse { status: parts.status, headers: parts.headers, body })
+            let body = http_body_util::Limited::new(body, req.max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Attempt::TooLarge(req.max_body)
+                    } else {
+                        Attempt::Broken(e)
+                    }
+                })?
+                .to_bytes();
+            let credential_setting = self.credential_setting;
+            Ok(HttpResponse { status: parts.status, headers: parts.headers, body, credential_setting })
         };
-        let resp = tokio::time::timeout(req.timeout, exchange)
+        let mut resp = tokio::time::timeout(req.timeout, exchange)
             .await
             .map_err(|_| Attempt::TimedOut(req.timeout))??;
-        if is_retryable_status(resp.status) { Err(Attempt::Status(resp)) } else { Ok(resp) }
+        if !resp.status.is_success() {
+            resp.body = self.secrets.scrub_bytes(&resp.body);
+        }
+        let rate_limited = ratelimit::classify(resp.status, &resp.headers, &resp.body).is_some();
+        if is_retryable_status(resp.status) && !rate_limited { Err(Attempt::Status(resp)) } else { Ok(resp) }
     }
 }
 
@@ -221,7 +338,7 @@ fn retryable(attempt: &Attempt, idempotency: Idempotency) -> bool {
     let idempotent = idempotency == Idempotency::Idempotent;
     match attempt {
         Attempt::Unsent(_) => true,
-        Attempt::Fatal(_) => false,
+        Attempt::Fatal(_) | Attempt::TooLarge(_) => false,
         Attempt::Broken(_) | Attempt::TimedOut(_) => idempotent,
         Attempt::Status(resp) => {
             idempotent
@@ -238,6 +355,7 @@ fn describe(attempt: &Attempt) -> String {
         Attempt::TimedOut(d) => format!("timed out after {d:?}"),
         Attempt::Status(r) => format!("status {}", r.status),
         Attempt::Fatal(e) => format!("TLS failure: {e}"),
+        Attempt::TooLarge(cap) => format!("body over {cap} bytes"),
     }
 }
 
@@ -281,6 +399,7 @@ mod tests {
                 status: StatusCode::from_u16(s).unwrap(),
                 headers,
                 body: Bytes::new(),
+                credential_setting: "GITHUB_PAT",
             })
         };
         assert!(retryable(&resp(500, None), Idempotency::Idempotent));

@@ -10,17 +10,41 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     JitConfig, Label, MessageSession, NewScaleSet, RunnerGroup, RunnerRecord, RunnerSetting, ScaleSet,
-    ScaleSetError, ScaleSetRef, Statistics,
-    messages::strip_bom,
-    transport::{HttpResponse, retry_after},
+    ScaleSetError, ScaleSetRef, Statistics, messages::strip_bom, ratelimit, transport::HttpResponse,
 };
 
 /// The Go zero time the clients send in `createdOn`.
 pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// Parses a JSON body leniently (BOM stripped).
+/// Parses a JSON body leniently (BOM stripped). The error never quotes the body's values
+/// (a success body holds tokens).
 pub(crate) fn parse_json<T: DeserializeOwned>(context: &str, body: &[u8]) -> Result<T, ScaleSetError> {
-    serde_json::from_slice(strip_bom(body)).map_err(|e| ScaleSetError::protocol(context, e.to_string()))
+    serde_json::from_slice(strip_bom(body)).map_err(|e| ScaleSetError::protocol(context, without_values(&e)))
+}
+
+/// serde_json's message with quoted input values (`"…"`, `` `…` ``) blanked out.
+fn without_values(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut quote = None;
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            // Field names after "missing field"/"unknown field" are ours, not the input's,
+            // but blanking them costs little; variants and strings are the input's.
+            None if c == '"' || c == '`' => {
+                out.push(c);
+                quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// `{"count":N,"value":[…]}`.
@@ -315,8 +339,12 @@ fn clip(text: &str) -> String {
     }
 }
 
-/// Maps a non-success response to a typed error (§5.1).
+/// Maps a non-success response to a typed error. Rate limits come first: a 403
+/// or 429 that is one is never reported as rejected credentials.
 pub(crate) fn error_from_response(resp: &HttpResponse) -> ScaleSetError {
+    if let Some(limit) = ratelimit::classify(resp.status, &resp.headers, &resp.body) {
+        return ScaleSetError::RateLimited { retry_after: limit.lifts_in(std::time::SystemTime::now()) };
+    }
     let body = strip_bom(&resp.body);
     let is_text = resp
         .headers
@@ -351,9 +379,16 @@ pub(crate) fn error_from_response(resp: &HttpResponse) -> ScaleSetError {
             return err;
         }
     }
+    let setting = resp.credential_setting;
     match status {
-        401 | 403 => ScaleSetError::Unauthorized { status, message },
-        429 => ScaleSetError::RateLimited { retry_after: retry_after(&resp.headers) },
+        401 => ScaleSetError::Unauthorized { status, message: format!("{message}; check {setting}") },
+        403 => ScaleSetError::Unauthorized {
+            status,
+            message: format!(
+                "{message}; the credential in {setting} lacks a permission (a PAT needs the admin:org, repo \
+                 or manage_runners:enterprise scope; an App needs the self-hosted runners permission)"
+            ),
+        },
         _ => ScaleSetError::Http { status, type_name, message },
     }
 }
@@ -373,6 +408,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
             body: Bytes::copy_from_slice(body),
+            credential_setting: "GITHUB_PAT",
         }
     }
 

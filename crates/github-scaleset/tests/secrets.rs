@@ -126,3 +126,85 @@ async fn no_secret_appears_in_trace_logs_debug_or_errors() {
     assert_clean(&logs, &secrets);
     assert_clean(&printed, &secrets);
 }
+
+/// Every secret of a full bootstrap, session and JIT flow, served by a loopback server
+/// that then echoes all of them (and the request's `Authorization`) in its error bodies.
+#[tokio::test]
+async fn secrets_echoed_in_error_bodies_never_reach_errors_or_logs() {
+    use support::raw::{Answer, serve};
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    const PAT: &str = "ghp_echoedPAT0123456789";
+    const REGISTRATION: &str = "AREGISTRATIONTOKEN0123";
+    const ADMIN: &str = "admin-token-0123456789";
+    const QUEUE: &str = "queue-token-0123456789";
+    const JIT: &str = "eW91ciBqaXQgY29uZmlnIGlzIGhlcmU=";
+    let echo_all = format!("{PAT} {REGISTRATION} {ADMIN} {QUEUE} {JIT}");
+    let base = Arc::new(Mutex::new(String::new()));
+    let url = {
+        let base = base.clone();
+        serve(move |seen| {
+            let base = base.lock().unwrap().clone();
+            let echo = format!("you sent {} and we know {echo_all}", seen.authorization);
+            let echoed = Answer::json(400, serde_json::json!({ "message": echo }).to_string());
+            match (seen.method.as_str(), seen.path.split('?').next().unwrap_or_default()) {
+                ("POST", "/api/v3/orgs/my-org/actions/runners/registration-token") => {
+                    Answer::json(201, format!(r#"{{"token":"{REGISTRATION}"}}"#))
+                }
+                ("POST", "/api/v3/actions/runner-registration") => {
+                    Answer::json(201, format!(r#"{{"url":"{base}/tenant/","token":"{ADMIN}"}}"#))
+                }
+                ("POST", "/tenant/_apis/runtime/runnerscalesets/1/sessions") => Answer::json(
+                    201,
+                    format!(
+                        r#"{{"sessionId":"s1","ownerName":"h","runnerScaleSet":{{"id":1,"name":"mac"}},"messageQueueUrl":"{base}/queue","messageQueueAccessToken":"{QUEUE}","statistics":{{}}}}"#
+                    ),
+                ),
+                ("POST", "/tenant/_apis/runtime/runnerscalesets/1/generatejitconfig") => Answer::json(
+                    201,
+                    format!(r#"{{"runner":{{"id":7,"name":"r"}},"encodedJITConfig":"{JIT}"}}"#),
+                ),
+                ("GET", "/tenant/_apis/runtime/runnerscalesets/1") => {
+                    // A success body whose values have the wrong type: the parse error must
+                    // not quote them either.
+                    Answer::json(200, format!(r#"{{"id":"{ADMIN}","name":"{QUEUE}"}}"#))
+                }
+                _ => echoed,
+            }
+        })
+        .await
+    };
+    *base.lock().unwrap() = url.clone();
+    let mut cfg =
+        github_scaleset::GitHubConfig::new(format!("{url}/my-org"), Auth::Pat(SecretString::from(PAT)));
+    cfg.retry = support::fast_retry();
+    cfg.registration_retry = support::fast_retry();
+    cfg.proxy = github_scaleset::ProxyConfig::None;
+    let client = GitHubClient::connect(cfg).await.expect("bootstrap");
+    let session = client.create_session(1, "h").await.expect("session");
+    client.generate_jit_config(1, "r").await.expect("jit");
+    let queue = client.queue(session);
+    let mut errors = Vec::new();
+    errors.push(client.get_runner_group("default").await.unwrap_err());
+    errors.push(client.get_scale_set_by_id(1).await.unwrap_err());
+    errors.push(queue.get_message(0, 1).await.unwrap_err());
+    errors.push(queue.delete_message(5).await.unwrap_err());
+    let mut printed = String::new();
+    for e in &errors {
+        printed += &format!("{e}\n{e:?}\n");
+        tracing::warn!(error = e as &dyn std::error::Error, "captured");
+    }
+    assert!(printed.contains("[REDACTED]"), "the echo is there, scrubbed:\n{printed}");
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    for text in [&printed, &logs] {
+        for secret in [PAT, REGISTRATION, ADMIN, QUEUE, JIT] {
+            assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+        }
+    }
+}

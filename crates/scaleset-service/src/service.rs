@@ -310,8 +310,12 @@ async fn serve_session(
 }
 
 /// Errors after which retrying cannot help: the operator must fix credentials or config.
+/// A rate limit (`RateLimited`) is never one: the client waits it out and says so.
 fn is_fatal(e: &ScaleSetError) -> bool {
-    matches!(e, ScaleSetError::Unauthorized { .. } | ScaleSetError::Config(_))
+    matches!(
+        e,
+        ScaleSetError::Unauthorized { .. } | ScaleSetError::ScopeNotFound { .. } | ScaleSetError::Config(_)
+    )
 }
 
 async fn ensure_scale_set(spec: &ScaleSetSpec, api: &dyn ScaleSetApi) -> Result<ScaleSet, ScaleSetError> {

@@ -130,6 +130,9 @@ pub struct FakeGitHubConfig {
     /// Runner versions (no leading `v`) refused as deprecated: a fake runner of such a
     /// version is told so on its first poll, never connects, and exits with code 7.
     pub refused_runner_versions: std::collections::BTreeSet<String>,
+    /// Organizations, owners and enterprises that do not exist: their registration-token
+    /// requests answer 404 `Not Found`, as GitHub does for a wrong or invisible name.
+    pub missing_owners: Vec<String>,
 }
 
 impl Default for FakeGitHubConfig {
@@ -155,6 +158,7 @@ impl Default for FakeGitHubConfig {
             tick: Duration::from_millis(50),
             strict_headers: true,
             refused_runner_versions: std::collections::BTreeSet::new(),
+            missing_owners: Vec::new(),
         }
     }
 }
@@ -202,6 +206,21 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
         Fault::PrematureCompletion { job } => {
             st.premature_completion(job);
         }
+        Fault::PrimaryRateLimit { endpoint, status, for_ms } => {
+            // GitHub reports the reset in whole epoch seconds; the limit ends exactly then.
+            let end = std::time::SystemTime::now() + Duration::from_millis(for_ms);
+            let secs = end.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64().ceil();
+            st.primary_limits.push((
+                endpoint,
+                status,
+                std::time::UNIX_EPOCH + Duration::from_secs(secs as u64),
+            ));
+        }
+        Fault::RevokeCredentials => {
+            st.credentials_revoked = true;
+            st.admin_min_generation += 1;
+        }
+        Fault::RestoreCredentials => st.credentials_revoked = false,
         counted => st.faults.add(counted),
     }
     drop(st);

@@ -58,9 +58,10 @@ pub(super) fn github_status(e: &ScaleSetError) -> ApiStatus {
     match e {
         ScaleSetError::SessionConflict | ScaleSetError::AgentExists => ApiStatus::Http(409),
         ScaleSetError::SessionExpired | ScaleSetError::JobStillRunning => ApiStatus::Http(400),
-        ScaleSetError::SessionNotFound | ScaleSetError::ScaleSetNotFound | ScaleSetError::AgentNotFound => {
-            ApiStatus::Http(404)
-        }
+        ScaleSetError::SessionNotFound
+        | ScaleSetError::ScaleSetNotFound
+        | ScaleSetError::AgentNotFound
+        | ScaleSetError::ScopeNotFound { .. } => ApiStatus::Http(404),
         ScaleSetError::Unauthorized { status, .. } | ScaleSetError::Http { status, .. } => {
             ApiStatus::Http(*status)
         }

@@ -61,6 +61,14 @@ pub struct Clients {
 impl Clients {
     /// Builds every client from the configuration (no network traffic yet).
     pub fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_observed(config, None)
+    }
+
+    /// [`Clients::build`], with `rate_limits` told about GitHub's rate-limit budget and waits.
+    pub fn build_observed(
+        config: &Config,
+        rate_limits: Option<Arc<dyn github_scaleset::RateLimitObserver>>,
+    ) -> anyhow::Result<Self> {
         let auth = match &config.github.auth {
             GitHubAuth::Pat(pat) => Auth::Pat(pat.clone()),
             GitHubAuth::App { app_id, installation_id, private_key } => Auth::App {
@@ -72,6 +80,7 @@ impl Clients {
         let mut github_config = GitHubConfig::new(config.github.url.as_str(), auth);
         github_config.user_agent = format!("orka-runner-controller/{}", env!("CARGO_PKG_VERSION"));
         github_config.extra_ca = config.github.ca_bundle.clone();
+        github_config.rate_limit_observer = github_scaleset::ObserverSlot(rate_limits);
         let github = Arc::new(GitHubClient::new(github_config).context("configuring the GitHub client")?);
 
         let node_ip_mapping: Option<NodeIpMap> = config.orka.node_ip_mapping.clone();
@@ -135,8 +144,8 @@ fn probe_backstop(config: &Config) -> Duration {
 /// `run`: serves every scale set until `shutdown` fires. Fails only when no scale set
 /// can be served.
 pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let clients = Clients::build(&config)?;
-    let version = runner_version::resolve(&config).await?;
+    let clients = Clients::build_observed(&config, Some(telemetry.metrics.clone()))?;
+    let version = runner_version::resolve(&config, &clients.github).await?;
     tracing::info!(runner_version = %version, "runner version");
     let owner = owner_name();
     let mut tasks = tokio::task::JoinSet::new();
@@ -161,6 +170,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
                     github: github.clone(),
                     shell: clients.shell.clone(),
                     probe_shell: clients.probe_shell.clone(),
+                    releases: clients.github.clone(),
                 },
                 config.clone(),
                 scale_set.clone(),

@@ -10,7 +10,8 @@ use crate::config::{Config, RunnerVersion};
 use super::Clients;
 use super::runtime::{ClientSet, build_runtime};
 
-/// `check`: GitHub authentication, scale sets resolvable, Orka reachable with a valid
+/// `check`: GitHub authentication, the runner version (the latest-release lookup when not
+/// pinned), scale sets resolvable, Orka reachable with a valid
 /// token, VM configs present. Each item passes or fails on its own.
 pub async fn check_connectivity(config: &Config, report: &mut CheckReport) -> anyhow::Result<()> {
     let clients = Clients::build(config)?;
@@ -27,6 +28,15 @@ pub async fn check_connectivity(config: &Config, report: &mut CheckReport) -> an
             false
         }
     };
+    // The release lookup goes through the same transport (proxy, CA bundle) as `run` uses.
+    let version = match &config.github.runner_version {
+        RunnerVersion::Pinned(v) => Outcome::Pass(format!("pinned to {v} (GITHUB_RUNNER_VERSION)")),
+        RunnerVersion::Latest => match crate::runner_version::resolve(config, &clients.github).await {
+            Ok(v) => Outcome::Pass(format!("latest actions/runner release is {v}")),
+            Err(e) => Outcome::Fail(format!("{e:#}")),
+        },
+    };
+    report.push("runner version", version);
     for scale_set in &config.scale_sets {
         let item = format!("scale set {}", scale_set.name);
         if !github_ok {
@@ -92,6 +102,7 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
             github: clients.github.clone(),
             shell: clients.shell.clone(),
             probe_shell: clients.probe_shell.clone(),
+            releases: clients.github.clone(),
         };
         let runtime = build_runtime(&set, config, scale_set, found.id, &version, None);
         let report = runtime.reconciler.reconcile_once(mode).await?;

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use github_scaleset::GitHubClient;
 use provisioner::{RunnerVersionSource, RunnerVersionStatus, VersionSourceError};
 
 use crate::config::{Config, RunnerVersion};
@@ -18,14 +19,18 @@ use crate::runner_version;
 /// The latest actions/runner release, looked up as at startup.
 pub(super) struct LatestRelease {
     config: Config,
+    github: Arc<GitHubClient>,
 }
 
 impl LatestRelease {
     /// The lookup for `config`, or `None` when the version is pinned (nothing to look up).
-    pub(super) fn for_config(config: &Config) -> Option<Arc<dyn RunnerVersionSource>> {
+    pub(super) fn for_config(
+        config: &Config,
+        github: &Arc<GitHubClient>,
+    ) -> Option<Arc<dyn RunnerVersionSource>> {
         match config.github.runner_version {
             RunnerVersion::Pinned(_) => None,
-            RunnerVersion::Latest => Some(Arc::new(Self { config: config.clone() })),
+            RunnerVersion::Latest => Some(Arc::new(Self { config: config.clone(), github: github.clone() })),
         }
     }
 }
@@ -33,7 +38,7 @@ impl LatestRelease {
 #[async_trait]
 impl RunnerVersionSource for LatestRelease {
     async fn latest_version(&self) -> Result<String, VersionSourceError> {
-        runner_version::resolve(&self.config).await.map_err(|e| format!("{e:#}").into())
+        runner_version::resolve(&self.config, &self.github).await.map_err(|e| format!("{e:#}").into())
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct ClientSet {
     pub(super) github: Arc<dyn ScaleSetApi>,
     pub(super) shell: Arc<dyn VmShell>,
     pub(super) probe_shell: Arc<dyn VmShell>,
+    /// The concrete GitHub client, for the latest-release lookup (same transport).
+    pub(super) releases: Arc<github_scaleset::GitHubClient>,
 }
 
 /// Builds (and keeps) the fleet and reconciler of one scale set.
@@ -73,7 +75,7 @@ impl FleetFactory for FleetBuilder {
             &self.runner_version,
             Some(self.metrics.clone()),
         );
-        if let Some(source) = LatestRelease::for_config(&self.config) {
+        if let Some(source) = LatestRelease::for_config(&self.config, &self.clients.releases) {
             runtime.fleet.set_runner_version_source(source);
         }
         let report =

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod raw;
+
 use std::time::Duration;
 
 use github_scaleset::{

@@ -28,7 +28,8 @@ pub enum ScaleSetError {
     /// `JobStillRunningException`: the runner is busy and cannot be removed yet.
     #[error("the runner is still running a job")]
     JobStillRunning,
-    /// 401 / 403 that survived the refresh rules.
+    /// 401 (without rate-limit headers) / 403 that is not a rate limit, after the refresh
+    /// rules; the message names the setting to check.
     #[error("GitHub rejected the credentials ({status}): {message}")]
     Unauthorized {
         /// HTTP status.
@@ -36,11 +37,19 @@ pub enum ScaleSetError {
         /// The server's message.
         message: String,
     },
-    /// 429 (or 503 with `Retry-After`) after retries.
-    #[error("GitHub rate limited the request")]
+    /// A primary or secondary rate limit (403/429) that outlasted the transport's waits.
+    #[error("GitHub rate limit still reached after waiting{}", retry_hint(*retry_after))]
     RateLimited {
         /// The server's `Retry-After`, when given.
         retry_after: Option<Duration>,
+    },
+    /// 404 on the organization, repository or enterprise the config URL names.
+    #[error(
+        "GitHub has no organization, repository or enterprise at {url} that these credentials can see (404); check GITHUB_URL and the credentials' access"
+    )]
+    ScopeNotFound {
+        /// The config URL.
+        url: String,
     },
     /// Another 4xx / 5xx.
     #[error("GitHub returned {status}: {message}")]
@@ -72,6 +81,10 @@ pub enum ScaleSetError {
     /// Invalid configuration (URL form, key, …).
     #[error("invalid GitHub configuration: {0}")]
     Config(String),
+}
+
+fn retry_hint(retry_after: Option<Duration>) -> String {
+    retry_after.map(|d| format!("; it resets in {} s", d.as_secs())).unwrap_or_default()
 }
 
 impl ScaleSetError {

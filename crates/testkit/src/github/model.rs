@@ -331,6 +331,43 @@ pub enum Fault {
         /// How many messages.
         times: u32,
     },
+    /// GitHub's primary rate limit: for the next `for_ms` (rounded up to the whole second
+    /// GitHub reports), every request to `endpoint` answers `status` (403 or 429) with
+    /// `X-RateLimit-Limit/Remaining: 0/Reset/Used/Resource` and the body
+    /// `{"message":"API rate limit exceeded for installation ID …","documentation_url":…}`.
+    PrimaryRateLimit {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// 403 (what GitHub usually sends) or 429.
+        status: u16,
+        /// How long the budget stays spent, in milliseconds.
+        for_ms: u64,
+    },
+    /// GitHub's secondary rate limit: the next `times` requests to `endpoint` answer
+    /// `status` (403 or 429) with "You have exceeded a secondary rate limit…", the usual
+    /// `X-RateLimit-*` headers (budget left) and `Retry-After` when given.
+    SecondaryRateLimit {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// 403 or 429.
+        status: u16,
+        /// `Retry-After` in seconds, if sent.
+        #[serde(default)]
+        retry_after_secs: Option<u64>,
+        /// How many requests.
+        times: u32,
+    },
+    /// The next `times` queue-token requests (poll, delete message, acquire) answer 401
+    /// whatever their token, fresh or not: a queue token the service keeps refusing.
+    RejectQueueTokens {
+        /// How many requests.
+        times: u32,
+    },
+    /// The PAT and the App are refused (401 "Bad credentials") from now on and every admin
+    /// token issued so far is revoked, until [`Fault::RestoreCredentials`].
+    RevokeCredentials,
+    /// Ends [`Fault::RevokeCredentials`]: the same credentials work again.
+    RestoreCredentials,
 }
 
 /// Lifecycle state of a job.

@@ -96,7 +96,7 @@ impl Reply {
 /// What a request asks for.
 enum Op {
     AccessToken(i64),
-    RegistrationToken,
+    RegistrationToken(String),
     RunnerRegistration,
     RunnerGroups,
     ListScaleSets,
@@ -121,7 +121,7 @@ impl Op {
     fn endpoint(&self) -> Endpoint {
         match self {
             Op::AccessToken(_) => Endpoint::AccessToken,
-            Op::RegistrationToken => Endpoint::RegistrationToken,
+            Op::RegistrationToken(_) => Endpoint::RegistrationToken,
             Op::RunnerRegistration => Endpoint::RunnerRegistration,
             Op::RunnerGroups => Endpoint::RunnerGroups,
             Op::ListScaleSets | Op::GetScaleSet(_) => Endpoint::GetScaleSet,
@@ -155,10 +155,10 @@ fn classify(method: &Method, segs: &[&str], current_tenant: &str) -> Result<Opti
     let m = method.clone();
     let op = match (m, rest_segs) {
         (Method::POST, ["app", "installations", inst, "access_tokens"]) => id(inst).map(Op::AccessToken),
-        (Method::POST, ["orgs", _, "actions", "runners", "registration-token"])
-        | (Method::POST, ["enterprises", _, "actions", "runners", "registration-token"])
-        | (Method::POST, ["repos", _, _, "actions", "runners", "registration-token"]) => {
-            Some(Op::RegistrationToken)
+        (Method::POST, ["orgs", owner, "actions", "runners", "registration-token"])
+        | (Method::POST, ["enterprises", owner, "actions", "runners", "registration-token"])
+        | (Method::POST, ["repos", owner, _, "actions", "runners", "registration-token"]) => {
+            Some(Op::RegistrationToken((*owner).to_owned()))
         }
         (Method::POST, ["actions", "runner-registration"]) => Some(Op::RunnerRegistration),
         _ => None,
@@ -239,6 +239,14 @@ pub(crate) async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Reque
     let (delay, error, reset, bom) = {
         let mut st = shared.state.lock().expect("state");
         st.count(&endpoint_name(ep));
+        if let Some(reply) = rate_limited(&mut st, ep) {
+            return reply.into_response(false);
+        }
+        if matches!(ep, Endpoint::GetMessage | Endpoint::DeleteMessage | Endpoint::AcquireJobs)
+            && st.faults.take(|f| matches!(f, Fault::RejectQueueTokens { .. })).is_some()
+        {
+            return Reply::unauthorized().into_response(false);
+        }
         let delay = st.faults.take(|f| matches!(f, Fault::Delay { endpoint, .. } if endpoint.matches(ep)));
         let error =
             st.faults.take(|f| matches!(f, Fault::HttpError { endpoint, .. } if endpoint.matches(ep)));
@@ -268,6 +276,66 @@ pub(crate) async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Reque
         return broken(reply);
     }
     reply.into_response(bom)
+}
+
+/// GitHub's documentation link in rate-limit answers.
+const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
+
+/// The primary or secondary rate-limit answer for a request to `ep`, if one is in force.
+fn rate_limited(st: &mut State, ep: Endpoint) -> Option<Reply> {
+    let now = std::time::SystemTime::now();
+    st.primary_limits.retain(|(_, _, reset)| *reset > now);
+    let epoch =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let installation = st.cfg.app.as_ref().map_or(0, |a| a.installation_id);
+    let request_id = format!("{:X}:{:X}", rand::random::<u32>(), rand::random::<u32>());
+    if let Some((_, status, reset)) = st.primary_limits.iter().find(|(e, ..)| e.matches(ep)) {
+        let mut reply = Reply::json(
+            *status,
+            json!({
+                "message": format!(
+                    "API rate limit exceeded for installation ID {installation}. If you reach out to GitHub \
+                     Support for help, please include the request ID {request_id} and timestamp {}.",
+                    rfc3339(Some(now))
+                ),
+                "documentation_url": RATE_LIMIT_DOCS,
+            }),
+        );
+        reply.headers.extend(rate_limit_headers(0, epoch(*reset)));
+        return Some(reply);
+    }
+    let Fault::SecondaryRateLimit { status, retry_after_secs, .. } = st
+        .faults
+        .take(|f| matches!(f, Fault::SecondaryRateLimit { endpoint, .. } if endpoint.matches(ep)))?
+    else {
+        return None;
+    };
+    let mut reply = Reply::json(
+        status,
+        json!({
+            "message": format!(
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. \
+                 If you reach out to GitHub Support for help, please include the request ID {request_id}."
+            ),
+            "documentation_url": format!("{RATE_LIMIT_DOCS}#about-secondary-rate-limits"),
+        }),
+    );
+    reply.headers.extend(rate_limit_headers(4990, epoch(now) + 3600));
+    if let Some(secs) = retry_after_secs {
+        reply.headers.push((header::RETRY_AFTER, secs.to_string()));
+    }
+    Some(reply)
+}
+
+fn rate_limit_headers(remaining: u64, reset: u64) -> Vec<(header::HeaderName, String)> {
+    let h = header::HeaderName::from_static;
+    vec![
+        (h("x-ratelimit-limit"), "5000".into()),
+        (h("x-ratelimit-remaining"), remaining.to_string()),
+        (h("x-ratelimit-reset"), reset.to_string()),
+        (h("x-ratelimit-used"), (5000 - remaining).to_string()),
+        (h("x-ratelimit-resource"), "core".into()),
+    ]
 }
 
 fn injected_error(f: &Fault) -> Reply {
@@ -398,7 +466,7 @@ async fn dispatch(
     let needs_admin = !matches!(
         op,
         Op::AccessToken(_)
-            | Op::RegistrationToken
+            | Op::RegistrationToken(_)
             | Op::RunnerRegistration
             | Op::AcquireJobs(_)
             | Op::DeleteMessage(..)
@@ -416,6 +484,7 @@ async fn dispatch(
     }
     let wall = st.wall();
     match op {
+        Op::AccessToken(_) | Op::RegistrationToken(_) if st.credentials_revoked => Reply::unauthorized(),
         Op::AccessToken(inst) => {
             let Some(app) = st.cfg.app.clone() else {
                 return Reply::rest(401, "A JSON web token could not be decoded");
@@ -434,8 +503,11 @@ async fn dispatch(
             st.installation_tokens.insert(token.clone(), exp);
             Reply::json(201, json!({"token": token, "expires_at": rfc3339(Some(exp)), "permissions": {}}))
         }
-        Op::RegistrationToken => {
+        Op::RegistrationToken(owner) => {
             let Some(token) = bearer(headers) else { return Reply::unauthorized() };
+            if st.cfg.missing_owners.iter().any(|o| o == &owner) {
+                return Reply::not_found();
+            }
             let ok = st.cfg.pats.contains(&token)
                 || st.installation_tokens.get(&token).is_some_and(|exp| *exp > wall);
             if !ok {

@@ -107,7 +107,9 @@ fn times_mut(f: &mut Fault) -> Option<&mut u32> {
         | Fault::Bom { times, .. }
         | Fault::EmptyQueueUrl { times }
         | Fault::AcquireTakenElsewhere { times }
-        | Fault::UnknownEnvelopeType { times } => Some(times),
+        | Fault::UnknownEnvelopeType { times }
+        | Fault::SecondaryRateLimit { times, .. }
+        | Fault::RejectQueueTokens { times } => Some(times),
         _ => None,
     }
 }
@@ -172,6 +174,10 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) requests: BTreeMap<String, u64>,
     delivery_paused: bool,
+    /// Active primary rate limits: endpoint, status, and the reset (real wall clock).
+    pub(crate) primary_limits: Vec<(super::model::Endpoint, u16, SystemTime)>,
+    /// Whether the PAT and the App are refused ([`Fault::RevokeCredentials`]).
+    pub(crate) credentials_revoked: bool,
 }
 
 impl State {
@@ -194,6 +200,8 @@ impl State {
             next_runner_id: 2400,
             faults: Faults::default(),
             requests: BTreeMap::new(),
+            primary_limits: Vec::new(),
+            credentials_revoked: false,
             delivery_paused: false,
         }
     }
