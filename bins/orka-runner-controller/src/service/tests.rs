@@ -16,15 +16,24 @@ enum Event {
     Drain,
 }
 
+/// A fleet and sweeper that record what the service asked of them and fail on request.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
+struct Recorder {
+    events: Mutex<Vec<Event>>,
+    /// Message ids whose handling fails every time.
+    failing: Mutex<Vec<i64>>,
+    /// Message ids whose handling panics every time.
+    panicking: Mutex<Vec<i64>>,
+    /// Failures of the next sweeps (popped from the end).
+    sweep_failures: Mutex<Vec<String>>,
+}
 
 impl Recorder {
     fn push(&self, e: Event) {
-        self.0.lock().unwrap().push(e);
+        self.events.lock().unwrap().push(e);
     }
     fn events(&self) -> Vec<Event> {
-        self.0.lock().unwrap().clone()
+        self.events.lock().unwrap().clone()
     }
 }
 
@@ -33,8 +42,15 @@ impl RunnerFleet for Recorder {
     async fn on_statistics(&self, statistics: Statistics) {
         self.push(Event::Statistics(statistics.total_assigned_jobs));
     }
-    async fn handle_message(&self, message: &ScaleSetMessage, _queue: &dyn MessageQueue) {
+    async fn handle_message(&self, message: &ScaleSetMessage, _queue: &dyn MessageQueue) -> Result<(), WorkError> {
         self.push(Event::Message(message.message_id));
+        if self.failing.lock().unwrap().contains(&message.message_id) {
+            return Err(WorkError(format!("message {} cannot be handled", message.message_id)));
+        }
+        if self.panicking.lock().unwrap().contains(&message.message_id) {
+            panic!("handler bug on message {}", message.message_id);
+        }
+        Ok(())
     }
     async fn tick(&self) {
         self.push(Event::Tick);
@@ -46,8 +62,13 @@ impl RunnerFleet for Recorder {
 
 #[async_trait]
 impl Sweeper for Recorder {
-    async fn sweep(&self) {
+    async fn sweep(&self) -> Result<(), WorkError> {
         self.push(Event::Sweep);
+        let failure = self.sweep_failures.lock().unwrap().pop();
+        match failure {
+            Some(reason) => Err(WorkError(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -110,12 +131,14 @@ fn spec() -> ScaleSetSpec {
         owner_name: "host".into(),
         manage_scale_set: false,
         recreate_on_conflict: false,
+        credentials_settings: "GITHUB_PAT and GITHUB_URL".into(),
     }
 }
 
 const TIMINGS: ServiceTimings = ServiceTimings {
     min_backoff: Duration::from_secs(1),
     max_backoff: Duration::from_secs(30),
+    standby_retry: Duration::from_secs(5),
     tick_interval: Duration::from_secs(3600),
     reconcile_interval: Some(Duration::from_secs(3600)),
     drain_deadline: Duration::from_secs(5),
@@ -123,23 +146,38 @@ const TIMINGS: ServiceTimings = ServiceTimings {
 
 struct Harness {
     recorder: Arc<Recorder>,
+    poisoned: Arc<std::sync::atomic::AtomicU32>,
     phase: watch::Receiver<Phase>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), FatalError>>,
 }
 
 fn start(api: MockScaleSetApi, queues: Vec<MockMessageQueue>, spec: ScaleSetSpec) -> Harness {
-    let recorder = Arc::new(Recorder::default());
+    start_with(Arc::new(api), queues, spec, Arc::new(Recorder::default()), TIMINGS)
+}
+
+fn start_with(
+    api: Arc<dyn ScaleSetApi>,
+    queues: Vec<MockMessageQueue>,
+    spec: ScaleSetSpec,
+    recorder: Arc<Recorder>,
+    timings: ServiceTimings,
+) -> Harness {
+    let poisoned = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = poisoned.clone();
     let deps = ServiceDeps {
-        api: Arc::new(api),
+        api,
         queues: Arc::new(Queues(Mutex::new(queues))),
         fleets: Arc::new(recorder.clone()),
         heartbeat: Arc::new(|| {}),
+        poison_message: Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }),
     };
     let (tx, phase) = watch::channel(Phase::Starting);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run_scale_set(spec, deps, TIMINGS, tx, cancel.clone()));
-    Harness { recorder, phase, cancel, task }
+    let task = tokio::spawn(run_scale_set(spec, deps, timings, tx, cancel.clone()));
+    Harness { recorder, poisoned, phase, cancel, task }
 }
 
 async fn wait_for_phase(phase: &mut watch::Receiver<Phase>, wanted: fn(&Phase) -> bool) -> Phase {
@@ -181,7 +219,7 @@ async fn messages_are_handled_then_acknowledged_and_empty_polls_resync() {
         Ok(())
     });
     let mut h = start(api, vec![queue], spec());
-    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    wait_for_phase(&mut h.phase, Phase::is_serving).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
@@ -217,10 +255,9 @@ async fn session_conflict_means_standby_without_reconciling_then_takeover() {
     });
     api.expect_delete_session().returning(|_| Ok(()));
     let mut h = start(api, vec![scripted_queue(vec![])], spec());
-    let standby = wait_for_phase(&mut h.phase, |p| matches!(p, Phase::WaitingForSession(_))).await;
-    assert!(matches!(standby, Phase::WaitingForSession(reason) if reason.contains("another process")));
+    wait_for_phase(&mut h.phase, |p| *p == Phase::Standby).await;
     assert!(h.recorder.events().is_empty(), "a standby neither reconciles nor provisions");
-    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    wait_for_phase(&mut h.phase, Phase::is_serving).await;
     assert_eq!(*attempts.lock().unwrap(), 4);
     assert_eq!(h.recorder.events()[..2], [Event::Statistics(0), Event::Sweep]);
     h.cancel.cancel();
@@ -268,7 +305,7 @@ async fn missing_scale_set_is_created_with_its_labels() {
     api.expect_create_session().returning(|_, _| Ok(session("s1", 0)));
     api.expect_delete_session().returning(|_| Ok(()));
     let mut h = start(api, vec![scripted_queue(vec![])], spec());
-    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    wait_for_phase(&mut h.phase, Phase::is_serving).await;
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
 }
@@ -281,6 +318,8 @@ async fn rejected_credentials_are_fatal_and_reported() {
     let mut h = start(api, vec![], spec());
     let err = h.task.await.unwrap().unwrap_err();
     assert!(matches!(err.source, ScaleSetError::Unauthorized { .. }));
+    let text = err.to_string();
+    assert!(text.contains("check GITHUB_PAT and GITHUB_URL"), "the fatal error names the settings to fix: {text}");
     let stopped = wait_for_phase(&mut h.phase, |p| matches!(p, Phase::Stopped(_))).await;
     assert!(matches!(stopped, Phase::Stopped(reason) if reason.starts_with("fatal")));
     assert!(h.recorder.events().is_empty(), "no fleet was ever built, nothing to drain");
@@ -306,7 +345,7 @@ async fn managed_scale_sets_are_recreated_at_start_and_deleted_on_exit() {
     api.expect_create_session().times(1).returning(|_, _| Ok(session("s1", 0)));
     api.expect_delete_session().returning(|_| Ok(()));
     let mut h = start(api, vec![scripted_queue(vec![])], ScaleSetSpec { manage_scale_set: true, ..spec() });
-    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    wait_for_phase(&mut h.phase, Phase::is_serving).await;
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
     assert!(!*exists.lock().unwrap(), "deleted again on exit");
@@ -331,7 +370,7 @@ async fn opt_in_conflict_escape_recreates_the_scale_set() {
     api.expect_delete_session().returning(|_| Ok(()));
     let escape = ScaleSetSpec { recreate_on_conflict: true, ..spec() };
     let mut h = start(api, vec![scripted_queue(vec![])], escape);
-    wait_for_phase(&mut h.phase, Phase::is_ready).await;
+    wait_for_phase(&mut h.phase, Phase::is_serving).await;
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
 }

@@ -8,7 +8,7 @@ use crate::check::{CheckReport, Outcome};
 use crate::config::{Config, RunnerVersion};
 
 use super::Clients;
-use super::runtime::{ClientSet, build_runtime};
+use super::runtime::{ClientSet, build_runtime, error_chain};
 
 /// `check`: GitHub authentication, scale sets resolvable, Orka reachable with a valid
 /// token, VM configs present. Each item passes or fails on its own.
@@ -121,15 +121,4 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
