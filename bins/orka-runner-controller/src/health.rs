@@ -287,7 +287,10 @@ mod tests {
         large.reconciled();
         let report = health.readiness();
         assert!(report.ok, "a standby is a healthy replica: {report}");
-        assert_eq!(report.to_string(), "ok\nmac: standby, another process holds the session\nmac-large: active, serving\n");
+        assert_eq!(
+            report.to_string(),
+            "ok\nmac: standby, another process holds the session\nmac-large: active, serving\n"
+        );
 
         large.set(ScaleSetPhase::ReconcileFailed("Orka: 503".into()));
         let report = health.readiness();

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use github_scaleset::{
     Label, MessageQueue, MessageSession, NewScaleSet, RunnerSetting, ScaleSet, ScaleSetApi, ScaleSetError,
     ScaleSetMessage, Statistics,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use futures::FutureExt;
 use tracing::{debug, error, info, warn};
 
 /// Why handling a message or a reconciliation pass failed, in words for logs and `/readyz`.
@@ -33,7 +33,11 @@ pub trait RunnerFleet: Send + Sync {
     async fn on_statistics(&self, statistics: Statistics);
     /// A message batch; `queue` is for acquiring offered jobs. Handling must be idempotent:
     /// after an error the same message is handled again (a bounded number of times).
-    async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) -> Result<(), WorkError>;
+    async fn handle_message(
+        &self,
+        message: &ScaleSetMessage,
+        queue: &dyn MessageQueue,
+    ) -> Result<(), WorkError>;
     /// The periodic resync: plan again and probe running runners.
     async fn tick(&self);
     /// Stop taking new work; let in-flight cleanups finish within `deadline`.
@@ -328,12 +332,16 @@ pub async fn run_scale_set(
         {
             stale_session = Some(stale);
         }
-        let session = match unless_cancelled(&cancel, deps.api.create_session(scale_set.id, &spec.owner_name)).await {
+        let session = match unless_cancelled(&cancel, deps.api.create_session(scale_set.id, &spec.owner_name))
+            .await
+        {
             None => break Ok(()),
             Some(Ok(session)) => session,
             Some(Err(ScaleSetError::SessionConflict)) if spec.recreate_on_conflict => {
                 warn!(scale_set = %spec.name, "another process holds the message session; recreating the scale set (SESSION_CONFLICT_RECREATE_SCALE_SET=true)");
-                phase.send_replace(Phase::Retrying("recreating the scale set after a session conflict".into()));
+                phase.send_replace(Phase::Retrying(
+                    "recreating the scale set after a session conflict".into(),
+                ));
                 recreate = true;
                 let delay = attempts.backoff.next_delay();
                 if !attempts.sleep(delay).await {
@@ -391,7 +399,8 @@ pub async fn run_scale_set(
         }
     };
     if result.is_ok() && spec.manage_scale_set {
-        let bounded = tokio::time::timeout(DELETE_SESSION_TIMEOUT, delete_scale_set(&spec, deps.api.as_ref()));
+        let bounded =
+            tokio::time::timeout(DELETE_SESSION_TIMEOUT, delete_scale_set(&spec, deps.api.as_ref()));
         if bounded.await.is_err() {
             warn!(scale_set = %spec.name, "deleting the scale set timed out; keeping it");
         }
@@ -492,10 +501,11 @@ async fn serve_session(
     let mut backoff = Backoff::new(timings.min_backoff, timings.max_backoff);
     loop {
         heartbeat();
-        let polled = match unless_cancelled(cancel, queue.get_message(*last_message_id, spec.max_runners)).await {
-            None => return SessionEnd::Shutdown,
-            Some(polled) => polled,
-        };
+        let polled =
+            match unless_cancelled(cancel, queue.get_message(*last_message_id, spec.max_runners)).await {
+                None => return SessionEnd::Shutdown,
+                Some(polled) => polled,
+            };
         match polled {
             Ok(Some(message)) => {
                 backoff.reset();

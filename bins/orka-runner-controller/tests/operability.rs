@@ -182,17 +182,25 @@ async fn the_standby_is_ready_as_standby_and_takes_over_on_sigterm() -> Result<(
                 s.world.config.scale_set
             )
         };
-        anyhow::ensure!(sample(&metrics, &role("standby")) == Some(1.0), "role metric says standby:\n{metrics}");
+        anyhow::ensure!(
+            sample(&metrics, &role("standby")) == Some(1.0),
+            "role metric says standby:\n{metrics}"
+        );
         // The active replica leaves (SIGTERM closes its session): the standby takes over.
         active.sigterm()?;
         let status = active.wait_exit(Duration::from_secs(60)).await?;
         anyhow::ensure!(status.success(), "SIGTERM ends the active replica with 0: {status:?}");
         eventually("the standby becomes active", PATIENCE, || async {
-            get(addr_b, "/readyz").await.filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
+            get(addr_b, "/readyz")
+                .await
+                .filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
         })
         .await?;
         let (_, metrics) = get(addr_b, "/metrics").await.context("new active /metrics")?;
-        anyhow::ensure!(sample(&metrics, &role("active")) == Some(1.0), "role metric says active:\n{metrics}");
+        anyhow::ensure!(
+            sample(&metrics, &role("active")) == Some(1.0),
+            "role metric says active:\n{metrics}"
+        );
         Ok(())
     }
     .await;
@@ -232,7 +240,9 @@ async fn a_killed_active_is_replaced_once_its_session_expires_and_the_standby_ne
 
         active.kill9().await?;
         eventually("the standby takes over after the session expires", PATIENCE, || async {
-            get(addr_b, "/readyz").await.filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
+            get(addr_b, "/readyz")
+                .await
+                .filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
         })
         .await?;
         let second = s.world.enqueue_jobs(1, Duration::from_secs(1));

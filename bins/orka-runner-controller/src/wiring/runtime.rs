@@ -153,7 +153,11 @@ impl RunnerFleet for FleetRuntime {
         self.fleet.on_statistics(statistics).await;
     }
 
-    async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) -> Result<(), WorkError> {
+    async fn handle_message(
+        &self,
+        message: &ScaleSetMessage,
+        queue: &dyn MessageQueue,
+    ) -> Result<(), WorkError> {
         if let Some(metrics) = &self.metrics {
             metrics.record_statistics(&self.name, &message.statistics);
         }
