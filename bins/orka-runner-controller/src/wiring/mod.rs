@@ -116,7 +116,10 @@ impl Clients {
 /// can be served.
 pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
     let clients = Clients::build(&config)?;
-    let version = runner_version::resolve(&config).await?;
+    let version = tokio::select! {
+        version = runner_version::resolve(&config) => version?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     tracing::info!(runner_version = %version, "runner version");
     let owner = owner_name();
     let mut tasks = tokio::task::JoinSet::new();
