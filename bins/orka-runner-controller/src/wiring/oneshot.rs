@@ -99,7 +99,9 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
                     scale_set.name
                 ),
                 Err(e) => {
-                    return Err(e).with_context(|| format!("scale set {}: acquiring its message session", scale_set.name));
+                    return Err(e).with_context(|| {
+                        format!("scale set {}: acquiring its message session", scale_set.name)
+                    });
                 }
             }
         };

@@ -302,5 +302,9 @@ async fn revoked_credentials_answer_bad_credentials_until_restored_and_void_deri
     let (base, new_admin) = admin(&fake).await;
     let groups = format!("{base}_apis/runtime/runnergroups/?api-version=6.0-preview");
     assert_eq!(http(&fake, "GET", &groups, Some(&new_admin), None).await.0, 200, "new tokens work again");
-    assert_eq!(http(&fake, "GET", &groups, Some(&old_admin), None).await.0, 401, "revoked tokens stay revoked");
+    assert_eq!(
+        http(&fake, "GET", &groups, Some(&old_admin), None).await.0,
+        401,
+        "revoked tokens stay revoked"
+    );
 }
