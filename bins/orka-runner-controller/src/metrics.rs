@@ -562,6 +562,9 @@ mod tests {
         metrics.observe_api_request(Api::GitHub, "get_message", ApiStatus::Timeout, Duration::from_secs(70));
         metrics.set_vms_owned("mac", 4);
         metrics.set_session_held("mac", true);
+        metrics.set_role("mac", "standby");
+        metrics.set_role("mac", "active");
+        metrics.poison_message("mac");
         for stage in Stage::ALL {
             metrics.observe_stage("mac", stage, Duration::from_secs(12));
         }
@@ -590,6 +593,10 @@ mod tests {
             ),
             (format!("{p}vms_owned{{scale_set=\"mac\"}}"), 4.0),
             (format!("{p}session_held{{scale_set=\"mac\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"active\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"standby\"}}"), 0.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"none\"}}"), 0.0),
+            (format!("{p}poison_messages_total{{scale_set=\"mac\"}}"), 1.0),
         ] {
             assert_eq!(sample(&text, &line), Some(value), "{line}\n{text}");
         }
