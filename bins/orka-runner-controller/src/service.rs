@@ -3,8 +3,11 @@
 //! reconciliation, then turns messages, empty polls and ticks into fleet work.
 //!
 //! It owns the session lifecycle and nothing else: scaling decisions belong to the fleet
-//! (provisioner), VM decisions to the reconciler. Errors never end the loop except those
-//! that mean the scale set cannot be served at all (bad credentials, missing runner group).
+//! (provisioner), VM decisions to the reconciler. Errors never end the loop except an
+//! invalid GitHub configuration and credentials rejected before the scale set was ever
+//! obtained. Later credential failures degrade the scale set (long backoff, recovers by
+//! itself); everything else (rate limits, 5xx, timeouts) is retried. Every GitHub call is
+//! raced against cancellation so shutdown never waits for GitHub.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
