@@ -167,6 +167,15 @@ struct ScaleSetState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScaleSetRole {
+    scale_set: String,
+    role: &'static str,
+}
+
+/// The roles of [`Metrics::set_role`], in the order they are exported.
+pub const ROLES: [&str; 3] = ["active", "standby", "none"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScaleSetOutcome {
     scale_set: String,
     outcome: &'static str,
@@ -213,6 +222,8 @@ pub struct Metrics {
     runners: Family<ScaleSetState, Gauge>,
     vms_owned: Family<ScaleSet, Gauge>,
     session_held: Family<ScaleSet, Gauge>,
+    role: Family<ScaleSetRole, Gauge>,
+    poison_messages: Family<ScaleSet, Counter>,
     provisions: Family<ScaleSetOutcome, Counter>,
     provision_failures: Family<ScaleSetReason, Counter>,
     reconcile_decisions: Family<DecisionLabels, Counter>,
@@ -272,6 +283,8 @@ impl Metrics {
             runners: Family::default(),
             vms_owned: Family::default(),
             session_held: Family::default(),
+            role: Family::default(),
+            poison_messages: Family::default(),
             provisions: Family::default(),
             provision_failures: Family::default(),
             reconcile_decisions: Family::default(),
@@ -312,6 +325,16 @@ impl Metrics {
             "session_held",
             "1 while this process holds the scale set's message session",
             m.session_held.clone(),
+        );
+        ours.register(
+            "scale_set_role",
+            "1 for this process's current role per scale set: active, standby or none",
+            m.role.clone(),
+        );
+        ours.register(
+            "poison_messages",
+            "Messages acknowledged unhandled after failing every attempt",
+            m.poison_messages.clone(),
         );
         ours.register("provisions", "Runner provisioning attempts by outcome", m.provisions.clone());
         ours.register(
@@ -385,6 +408,19 @@ impl Metrics {
     /// Records whether this process holds `scale_set`'s message session.
     pub fn set_session_held(&self, scale_set: &str, held: bool) {
         self.session_held.get_or_create(&ScaleSet { scale_set: scale_set.to_owned() }).set(i64::from(held));
+    }
+
+    /// Records this process's role for `scale_set` (one of [`ROLES`]); the other roles read 0.
+    pub fn set_role(&self, scale_set: &str, role: &'static str) {
+        for candidate in ROLES {
+            let labels = ScaleSetRole { scale_set: scale_set.to_owned(), role: candidate };
+            self.role.get_or_create(&labels).set(i64::from(candidate == role));
+        }
+    }
+
+    /// Counts a message of `scale_set` acknowledged unhandled (a poison message).
+    pub fn poison_message(&self, scale_set: &str) {
+        self.poison_messages.get_or_create(&ScaleSet { scale_set: scale_set.to_owned() }).inc();
     }
 
     /// Counts a successful provisioning (runner online).
@@ -526,6 +562,9 @@ mod tests {
         metrics.observe_api_request(Api::GitHub, "get_message", ApiStatus::Timeout, Duration::from_secs(70));
         metrics.set_vms_owned("mac", 4);
         metrics.set_session_held("mac", true);
+        metrics.set_role("mac", "standby");
+        metrics.set_role("mac", "active");
+        metrics.poison_message("mac");
         for stage in Stage::ALL {
             metrics.observe_stage("mac", stage, Duration::from_secs(12));
         }
@@ -554,6 +593,10 @@ mod tests {
             ),
             (format!("{p}vms_owned{{scale_set=\"mac\"}}"), 4.0),
             (format!("{p}session_held{{scale_set=\"mac\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"active\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"standby\"}}"), 0.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"none\"}}"), 0.0),
+            (format!("{p}poison_messages_total{{scale_set=\"mac\"}}"), 1.0),
         ] {
             assert_eq!(sample(&text, &line), Some(value), "{line}\n{text}");
         }

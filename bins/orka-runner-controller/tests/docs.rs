@@ -58,6 +58,8 @@ fn the_metrics_reference_documents_every_metric() {
     metrics.set_runner_phases("mac", []);
     metrics.set_vms_owned("mac", 0);
     metrics.set_session_held("mac", false);
+    metrics.set_role("mac", "standby");
+    metrics.poison_message("mac");
     metrics.provision_failed("mac", ProvisionFailure::Other);
     metrics.observe_api_request(Api::Orka, "list_vms", ApiStatus::Http(500), Duration::ZERO);
     metrics.observe_stage("mac", Stage::VmDeployed, Duration::ZERO);
@@ -70,7 +72,7 @@ fn the_metrics_reference_documents_every_metric() {
     let exposition = metrics.encode();
     let names: Vec<&str> =
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    assert_eq!(names.len(), 16, "{exposition}");
+    assert_eq!(names.len(), 18, "{exposition}");
     let missing: Vec<&str> =
         names.iter().copied().filter(|name| !text.contains(&format!("`{name}"))).collect();
     assert!(missing.is_empty(), "docs/metrics.md misses: {missing:?}");

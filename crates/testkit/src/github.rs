@@ -184,6 +184,15 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
             }
         }
         Fault::ExpireAdminTokens => st.admin_min_generation += 1,
+        Fault::RevokeCredentials => {
+            st.credentials_revoked = true;
+            st.admin_min_generation += 1;
+            for s in st.sessions.values_mut() {
+                s.min_generation = s.next_generation + 1;
+                s.next_generation = s.min_generation;
+            }
+        }
+        Fault::RestoreCredentials => st.credentials_revoked = false,
         Fault::ChangeTenantUrl => st.change_tenant_pending = true,
         Fault::ExpireSessions => st.sessions.clear(),
         Fault::DeleteScaleSet { scale_set_id } => {

@@ -416,6 +416,7 @@ async fn dispatch(
     }
     let wall = st.wall();
     match op {
+        Op::AccessToken(_) | Op::RegistrationToken if st.credentials_revoked => Reply::unauthorized(),
         Op::AccessToken(inst) => {
             let Some(app) = st.cfg.app.clone() else {
                 return Reply::rest(401, "A JSON web token could not be decoded");

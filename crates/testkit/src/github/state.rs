@@ -159,6 +159,8 @@ pub(crate) struct State {
     pub(crate) clock_offset: Duration,
     pub(crate) tenant_generation: u64,
     pub(crate) change_tenant_pending: bool,
+    /// [`Fault::RevokeCredentials`] in force.
+    pub(crate) credentials_revoked: bool,
     pub(crate) admin_min_generation: u64,
     pub(crate) installation_tokens: HashMap<String, SystemTime>,
     pub(crate) registration_tokens: HashMap<String, SystemTime>,
@@ -182,6 +184,7 @@ impl State {
             clock_offset: Duration::ZERO,
             tenant_generation: 1,
             change_tenant_pending: false,
+            credentials_revoked: false,
             admin_min_generation: 0,
             installation_tokens: HashMap::new(),
             registration_tokens: HashMap::new(),
