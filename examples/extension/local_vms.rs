@@ -101,7 +101,7 @@ mod wiring {
     use provisioner::{Fleet, FleetConfig, RunnerInstallConfig};
     use reconciler::{Mode, Reconciler, ReconcilerConfig};
     use runner_core::{FleetControl, MessageQueue, MessageSession, ScaleSetMessage, Seams, Statistics};
-    use scaleset_service::{FleetFactory, QueueOpener, RunnerFleet, Sweeper};
+    use scaleset_service::{FleetFactory, QueueOpener, RunnerFleet, Sweeper, WorkError};
 
     /// One scale set's fleet and reconciler, seen by the service as `RunnerFleet` and
     /// `Sweeper`.
@@ -116,10 +116,14 @@ mod wiring {
             self.fleet.on_statistics(statistics).await;
         }
 
-        async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) {
-            if let Err(e) = self.fleet.handle_message(message, queue).await {
-                tracing::warn!(error = &e as &dyn std::error::Error, "handling a message partly failed");
-            }
+        /// A failure goes back to the service, which retries the message a few times and
+        /// then acknowledges it unhandled (a poison message) rather than blocking the queue.
+        async fn handle_message(
+            &self,
+            message: &ScaleSetMessage,
+            queue: &dyn MessageQueue,
+        ) -> Result<(), WorkError> {
+            self.fleet.handle_message(message, queue).await.map_err(|e| WorkError(e.to_string()))
         }
 
         async fn tick(&self) {
@@ -133,11 +137,15 @@ mod wiring {
 
     #[async_trait]
     impl Sweeper for ScaleSetRuntime {
-        async fn sweep(&self) {
-            match self.reconciler.reconcile_once(Mode::Act).await {
-                Ok(report) => tracing::info!(vms = report.rows.len(), "reconcile pass"),
-                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "reconcile pass failed"),
-            }
+        /// A failed pass is reported to the service, which retries it next period.
+        async fn sweep(&self) -> Result<(), WorkError> {
+            let report = self
+                .reconciler
+                .reconcile_once(Mode::Act)
+                .await
+                .map_err(|e| WorkError(format!("reconciliation failed: {e}")))?;
+            tracing::info!(vms = report.rows.len(), "reconcile pass");
+            Ok(())
         }
     }
 
@@ -273,6 +281,7 @@ async fn serve_one_job() -> anyhow::Result<()> {
             current: Mutex::new(None),
         }),
         heartbeat: Arc::new(|| {}),
+        poison_message: Arc::new(|| tracing::warn!("a message was acknowledged unhandled")),
     };
     let spec = ScaleSetSpec {
         name: SCALE_SET.into(),
@@ -282,10 +291,12 @@ async fn serve_one_job() -> anyhow::Result<()> {
         owner_name: "extension-example".into(),
         manage_scale_set: false,
         recreate_on_conflict: false,
+        credentials_settings: "the fake GitHub's token".into(),
     };
     let timings = ServiceTimings {
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(2),
+        standby_retry: Duration::from_secs(1),
         tick_interval: Duration::from_secs(1),
         reconcile_interval: Some(Duration::from_secs(3)),
         drain_deadline: Duration::from_secs(10),
@@ -296,7 +307,7 @@ async fn serve_one_job() -> anyhow::Result<()> {
 
     // Serve one job: wait until the session is held, enqueue, wait for a clean end state.
     let served = tokio::time::timeout(RUN_DEADLINE, async {
-        phase.wait_for(|p| *p == Phase::Ready).await.context("the service stopped before it was ready")?;
+        phase.wait_for(|p| *p == Phase::Serving).await.context("the service stopped before it was ready")?;
         let job = fake_github.enqueue_job(JobSpec::new([SCALE_SET]).with_duration(Duration::from_secs(1)));
         tracing::info!(?job, "enqueued one job");
         loop {

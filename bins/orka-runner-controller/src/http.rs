@@ -184,10 +184,14 @@ mod tests {
         assert_eq!((status, body.as_str()), (503, "not ok\nno scale set started yet\n"));
 
         let mac = telemetry.health.scale_set("mac");
-        mac.waiting_for_session("another replica holds the session (409 Conflict)");
+        mac.retrying("creating the message session failed: GitHub returned 503");
         let (status, body) = get(addr, "/readyz").await;
-        assert_eq!(status, 503, "a standby is not ready");
-        assert!(body.contains("mac: waiting for session: another replica holds the session"), "{body}");
+        assert_eq!(status, 503, "a scale set that cannot get its session is not ready");
+        assert!(body.contains("mac: none, retrying: creating the message session failed"), "{body}");
+
+        mac.standby();
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\nmac: standby, another process holds the session\n"));
 
         mac.session_acquired();
         let (status, body) = get(addr, "/readyz").await;
@@ -195,7 +199,7 @@ mod tests {
 
         mac.reconciled();
         let (status, body) = get(addr, "/readyz").await;
-        assert_eq!((status, body.as_str()), (200, "ok\nmac: ready\n"));
+        assert_eq!((status, body.as_str()), (200, "ok\nmac: active, serving\n"));
         shutdown.cancel();
     }
 

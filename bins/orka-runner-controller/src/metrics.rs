@@ -167,6 +167,15 @@ struct ScaleSetState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScaleSetRole {
+    scale_set: String,
+    role: &'static str,
+}
+
+/// The roles of [`Metrics::set_role`], in the order they are exported.
+pub const ROLES: [&str; 3] = ["active", "standby", "none"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScaleSetOutcome {
     scale_set: String,
     outcome: &'static str,
@@ -225,6 +234,8 @@ pub struct Metrics {
     vms_owned: Family<ScaleSet, Gauge>,
     session_held: Family<ScaleSet, Gauge>,
     waiting_for_orka_capacity: Family<ScaleSet, Gauge>,
+    role: Family<ScaleSetRole, Gauge>,
+    poison_messages: Family<ScaleSet, Counter>,
     provisions: Family<ScaleSetOutcome, Counter>,
     provision_failures: Family<ScaleSetReason, Counter>,
     reconcile_decisions: Family<DecisionLabels, Counter>,
@@ -300,6 +311,8 @@ impl Metrics {
             vms_owned: Family::default(),
             session_held: Family::default(),
             waiting_for_orka_capacity: Family::default(),
+            role: Family::default(),
+            poison_messages: Family::default(),
             provisions: Family::default(),
             provision_failures: Family::default(),
             reconcile_decisions: Family::default(),
@@ -349,6 +362,16 @@ impl Metrics {
             "waiting_for_orka_capacity",
             "1 while runners of the scale set wait for Orka capacity",
             m.waiting_for_orka_capacity.clone(),
+        );
+        ours.register(
+            "scale_set_role",
+            "1 for this process's current role per scale set: active, standby or none",
+            m.role.clone(),
+        );
+        ours.register(
+            "poison_messages",
+            "Messages acknowledged unhandled after failing every attempt",
+            m.poison_messages.clone(),
         );
         ours.register("provisions", "Runner provisioning attempts by outcome", m.provisions.clone());
         ours.register(
@@ -464,6 +487,19 @@ impl Metrics {
     pub fn set_waiting_for_orka_capacity(&self, scale_set: &str, waiting: bool) {
         let labels = ScaleSet { scale_set: scale_set.to_owned() };
         self.waiting_for_orka_capacity.get_or_create(&labels).set(i64::from(waiting));
+    }
+
+    /// Records this process's role for `scale_set` (one of [`ROLES`]); the other roles read 0.
+    pub fn set_role(&self, scale_set: &str, role: &'static str) {
+        for candidate in ROLES {
+            let labels = ScaleSetRole { scale_set: scale_set.to_owned(), role: candidate };
+            self.role.get_or_create(&labels).set(i64::from(candidate == role));
+        }
+    }
+
+    /// Counts a message of `scale_set` acknowledged unhandled (a poison message).
+    pub fn poison_message(&self, scale_set: &str) {
+        self.poison_messages.get_or_create(&ScaleSet { scale_set: scale_set.to_owned() }).inc();
     }
 
     /// Counts a successful provisioning (runner online).
@@ -611,6 +647,9 @@ mod tests {
         metrics.observe_api_request(Api::GitHub, "get_message", ApiStatus::Timeout, Duration::from_secs(70));
         metrics.set_vms_owned("mac", 4);
         metrics.set_session_held("mac", true);
+        metrics.set_role("mac", "standby");
+        metrics.set_role("mac", "active");
+        metrics.poison_message("mac");
         for stage in Stage::ALL {
             metrics.observe_stage("mac", stage, Duration::from_secs(12));
         }
@@ -639,6 +678,10 @@ mod tests {
             ),
             (format!("{p}vms_owned{{scale_set=\"mac\"}}"), 4.0),
             (format!("{p}session_held{{scale_set=\"mac\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"active\"}}"), 1.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"standby\"}}"), 0.0),
+            (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"none\"}}"), 0.0),
+            (format!("{p}poison_messages_total{{scale_set=\"mac\"}}"), 1.0),
         ] {
             assert_eq!(sample(&text, &line), Some(value), "{line}\n{text}");
         }

@@ -60,6 +60,8 @@ fn the_metrics_reference_documents_every_metric() {
     metrics.set_session_held("mac", false);
     metrics.set_waiting_for_orka_capacity("mac", false);
     metrics.set_runner_version_outdated("mac", false);
+    metrics.set_role("mac", "standby");
+    metrics.poison_message("mac");
     metrics.provision_failed("mac", ProvisionFailure::Other);
     metrics.observe_api_request(Api::Orka, "list_vms", ApiStatus::Http(500), Duration::ZERO);
     metrics.observe_stage("mac", Stage::VmDeployed, Duration::ZERO);
@@ -74,7 +76,7 @@ fn the_metrics_reference_documents_every_metric() {
     let exposition = metrics.encode();
     let names: Vec<&str> =
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    assert_eq!(names.len(), 21, "{exposition}");
+    assert_eq!(names.len(), 23, "{exposition}");
     let missing: Vec<&str> =
         names.iter().copied().filter(|name| !text.contains(&format!("`{name}"))).collect();
     assert!(missing.is_empty(), "docs/metrics.md misses: {missing:?}");

@@ -147,7 +147,7 @@ async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> {
+async fn the_standby_is_ready_as_standby_and_takes_over_on_sigterm() -> Result<()> {
     let s = Scenario::start().await?;
     let [addr_a, addr_b] = free_addrs();
     let mut active = controller(&s, "active.log", addr_a)?;
@@ -158,17 +158,15 @@ async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> 
         .await
     };
     let (_, body) = ready(addr_a).await.map_err(|e| explain(e, &[&active]))?;
-    anyhow::ensure!(body.contains(": ready"), "{body}");
+    anyhow::ensure!(body.contains(": active, serving"), "{body}");
 
     let standby = controller(&s, "standby.log", addr_b)?;
     let outcome = async {
-        let (_, body) = eventually("the standby reports waiting for session", PATIENCE, || async {
-            get(addr_b, "/readyz")
-                .await
-                .filter(|(status, body)| *status == 503 && body.contains("waiting for session"))
+        // A standby is a healthy replica: Ready, with its role in the body.
+        eventually("the standby reports standing by", PATIENCE, || async {
+            get(addr_b, "/readyz").await.filter(|(status, body)| *status == 200 && body.contains(": standby"))
         })
         .await?;
-        anyhow::ensure!(body.starts_with("not ok\n"), "{body}");
         let (status, _) = get(addr_b, "/healthz").await.context("standby /healthz")?;
         anyhow::ensure!(status == 200, "a standby is alive");
         let (_, metrics) = get(addr_b, "/metrics").await.context("standby /metrics")?;
@@ -178,11 +176,31 @@ async fn the_standby_is_alive_but_not_ready_until_it_takes_over() -> Result<()> 
             sample(&metrics, &held).unwrap_or(0.0) == 0.0,
             "a standby does not claim the session:\n{metrics}"
         );
+        let role = |role: &str| {
+            format!(
+                "orka_runner_controller_scale_set_role{{scale_set=\"{}\",role=\"{role}\"}}",
+                s.world.config.scale_set
+            )
+        };
+        anyhow::ensure!(
+            sample(&metrics, &role("standby")) == Some(1.0),
+            "role metric says standby:\n{metrics}"
+        );
         // The active replica leaves (SIGTERM closes its session): the standby takes over.
         active.sigterm()?;
         let status = active.wait_exit(Duration::from_secs(60)).await?;
         anyhow::ensure!(status.success(), "SIGTERM ends the active replica with 0: {status:?}");
-        ready(addr_b).await?;
+        eventually("the standby becomes active", PATIENCE, || async {
+            get(addr_b, "/readyz")
+                .await
+                .filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
+        })
+        .await?;
+        let (_, metrics) = get(addr_b, "/metrics").await.context("new active /metrics")?;
+        anyhow::ensure!(
+            sample(&metrics, &role("active")) == Some(1.0),
+            "role metric says active:\n{metrics}"
+        );
         Ok(())
     }
     .await;
@@ -211,7 +229,7 @@ async fn a_killed_active_is_replaced_once_its_session_expires_and_the_standby_ne
         .await?;
         s.wait_clean().await?;
         let (status, body) = get(addr_b, "/readyz").await.context("standby /readyz")?;
-        anyhow::ensure!(status == 503 && body.contains("waiting for session"), "{status} {body}");
+        anyhow::ensure!(status == 200 && body.contains(": standby"), "{status} {body}");
         let quiet = standby.log();
         for acted in ["reconcile pass", "VM deployed", "runner plan"] {
             anyhow::ensure!(
@@ -222,7 +240,9 @@ async fn a_killed_active_is_replaced_once_its_session_expires_and_the_standby_ne
 
         active.kill9().await?;
         eventually("the standby takes over after the session expires", PATIENCE, || async {
-            get(addr_b, "/readyz").await.filter(|(status, _)| *status == 200)
+            get(addr_b, "/readyz")
+                .await
+                .filter(|(status, body)| *status == 200 && body.contains(": active, serving"))
         })
         .await?;
         let second = s.world.enqueue_jobs(1, Duration::from_secs(1));

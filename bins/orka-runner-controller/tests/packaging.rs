@@ -60,7 +60,10 @@ fn the_systemd_unit_matches_exit_codes_and_drain() {
 fn the_kubernetes_deployment_is_active_standby_with_probes() {
     let text = file("deploy/kubernetes/deployment.yaml");
     assert!(text.contains("replicas: 2"));
-    assert!(text.contains("type: Recreate"), "a rolling update would wait for a Ready standby forever");
+    assert!(
+        text.contains("type: RollingUpdate") && text.contains("maxUnavailable: 0"),
+        "a standby is Ready, so a rolling update never stops job intake"
+    );
     assert!(text.contains("path: /healthz") && text.contains("path: /readyz"));
     let grace = text
         .lines()

@@ -1,10 +1,12 @@
 //! Liveness and readiness state behind `/healthz` and `/readyz`.
 //!
 //! Liveness: every loop that registered a [`Heartbeat`] has beaten within its allowed
-//! silence, and none stopped without saying so. Readiness: at least one scale set is
-//! known and every scale set holds its message session and has finished its first
-//! reconciliation; otherwise each scale set's reason is reported (a standby replica
-//! reports "waiting for session").
+//! silence, and none stopped without saying so. Readiness means "this process is healthy
+//! and can serve": at least one scale set is known and every scale set is either active
+//! (holds its message session and finished its first reconciliation) or correctly
+//! standing by (another process holds the session). Each scale set's line names its role
+//! (`active`, `standby`, `none`) and its current problem, so replicas that share scale sets
+//! are all Ready and a `RollingUpdate` can proceed.
 //!
 //! All time is `tokio::time::Instant`, so paused-clock tests are honest. This module knows
 //! nothing about HTTP (the binary serves these reports) or about how sessions are obtained.
@@ -16,40 +18,72 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Where one scale set stands: what its service reports on every transition and what
-/// `/readyz` shows. One type for both, so readiness cannot drift from the session lifecycle.
+/// Where one scale set stands: what its service reports on every transition, what
+/// `/readyz` shows and what the role metric follows. One type for all three, so readiness
+/// cannot drift from the session lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
-    /// Registered, or resolving or creating the scale set.
+    /// Registered, or resolving or creating the scale set; nothing obtained yet.
     Starting,
-    /// Trying to create the message session (e.g. another replica holds it: standby).
-    WaitingForSession(String),
+    /// Another process holds the session: this one stands by and takes over when it is
+    /// released. Ready: standing by is what a healthy replica of a shared scale set does.
+    Standby,
+    /// GitHub calls fail for a reason expected to pass (unreachable, 5xx, rate limit);
+    /// retrying. The text is the current problem.
+    Retrying(String),
+    /// GitHub rejects the credentials at run time: retrying with backoff (up to
+    /// [`CREDENTIALS_MAX_BACKOFF`](crate::CREDENTIALS_MAX_BACKOFF)), nothing
+    /// deleted because of it, recovering by itself.
+    Degraded(String),
     /// Session held; the first reconciliation has not finished.
     Reconciling,
-    /// Session held and first reconciliation done: serving.
-    Ready,
-    /// Stopped serving after a fatal error.
-    Failed(String),
-    /// Shutting down.
-    Stopping,
+    /// Session held but the first reconciliation failed (retried every reconcile period);
+    /// jobs are served meanwhile.
+    ReconcileFailed(String),
+    /// Session held and first reconciliation done: serving jobs (active).
+    Serving,
+    /// Stopped: `shut down`, or `fatal: …` after an error that ends this scale set.
+    Stopped(String),
 }
 
 impl Phase {
-    /// Ready = holding the session and past the first reconciliation.
+    /// Whether this phase counts as ready: active and reconciled, or standing by.
     pub fn is_ready(&self) -> bool {
-        matches!(self, Phase::Ready)
+        matches!(self, Phase::Serving | Phase::Standby)
+    }
+
+    /// Holding the session and past the first reconciliation.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, Phase::Serving)
+    }
+
+    /// Whether this process holds the scale set's session.
+    pub fn holds_session(&self) -> bool {
+        matches!(self, Phase::Reconciling | Phase::ReconcileFailed(_) | Phase::Serving)
+    }
+
+    /// The replica's role for this scale set: `active` (holds the session), `standby`
+    /// (another process holds it) or `none` (neither, e.g. while GitHub fails).
+    pub fn role(&self) -> &'static str {
+        match self {
+            _ if self.holds_session() => "active",
+            Phase::Standby => "standby",
+            _ => "none",
+        }
     }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Phase::Starting => f.write_str("starting"),
-            Phase::WaitingForSession(why) => write!(f, "waiting for session: {why}"),
-            Phase::Reconciling => f.write_str("session held, first reconciliation running"),
-            Phase::Ready => f.write_str("ready"),
-            Phase::Failed(why) => write!(f, "failed: {why}"),
-            Phase::Stopping => f.write_str("stopping"),
+            Phase::Starting => f.write_str("none, starting"),
+            Phase::Standby => f.write_str("standby, another process holds the session"),
+            Phase::Retrying(why) => write!(f, "none, retrying: {why}"),
+            Phase::Degraded(why) => write!(f, "none, degraded: {why}"),
+            Phase::Reconciling => f.write_str("active, first reconciliation running"),
+            Phase::ReconcileFailed(why) => write!(f, "active, first reconciliation failed: {why}"),
+            Phase::Serving => f.write_str("active, serving"),
+            Phase::Stopped(why) => write!(f, "none, stopped: {why}"),
         }
     }
 }
@@ -151,13 +185,14 @@ impl Health {
         Report { ok, lines }
     }
 
-    /// `/readyz`: every scale set holds its session and finished its first reconciliation.
+    /// `/readyz`: this process is healthy and can serve — every scale set is either active
+    /// and reconciled or correctly standing by. One line per scale set: role and problem.
     pub fn readiness(&self) -> Report {
         let state = self.lock();
         if state.scale_sets.is_empty() {
             return Report { ok: false, lines: vec!["no scale set started yet".into()] };
         }
-        let ok = state.scale_sets.values().all(|p| *p == Phase::Ready);
+        let ok = state.scale_sets.values().all(Phase::is_ready);
         let lines = state
             .scale_sets
             .iter()
@@ -217,9 +252,19 @@ impl ScaleSetHealth {
         self.health.lock().scale_sets.insert(self.name.clone(), phase);
     }
 
-    /// Trying to get the session; `reason` says why it is not held yet.
-    pub fn waiting_for_session(&self, reason: impl Into<String>) {
-        self.set(Phase::WaitingForSession(reason.into()));
+    /// Another process holds the session: standing by (ready).
+    pub fn standby(&self) {
+        self.set(Phase::Standby);
+    }
+
+    /// GitHub calls fail and are retried; `reason` is the current problem.
+    pub fn retrying(&self, reason: impl Into<String>) {
+        self.set(Phase::Retrying(reason.into()));
+    }
+
+    /// GitHub rejects the credentials; `reason` says which call and how.
+    pub fn degraded(&self, reason: impl Into<String>) {
+        self.set(Phase::Degraded(reason.into()));
     }
 
     /// Session created; the first reconciliation starts.
@@ -229,22 +274,12 @@ impl ScaleSetHealth {
 
     /// First reconciliation finished (or reconciliation is disabled): serving.
     pub fn reconciled(&self) {
-        self.set(Phase::Ready);
+        self.set(Phase::Serving);
     }
 
-    /// The session was lost; `reason` says why (back to waiting).
-    pub fn session_lost(&self, reason: impl Into<String>) {
-        self.set(Phase::WaitingForSession(reason.into()));
-    }
-
-    /// The scale set stopped after a fatal error.
-    pub fn failed(&self, reason: impl Into<String>) {
-        self.set(Phase::Failed(reason.into()));
-    }
-
-    /// Shutting down.
-    pub fn stopping(&self) {
-        self.set(Phase::Stopping);
+    /// Stopped; `reason` is `shut down` or `fatal: …`.
+    pub fn stopped(&self, reason: impl Into<String>) {
+        self.set(Phase::Stopped(reason.into()));
     }
 
     /// Shows `condition` after the phase on this scale set's `/readyz` line (`None` clears it).
@@ -262,37 +297,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readiness_follows_session_and_first_reconciliation() {
+    fn ready_means_active_and_reconciled_or_standing_by() {
         let health = Health::new();
         assert!(!health.readiness().ok, "no scale set yet");
         let mac = health.scale_set("mac");
         let large = health.scale_set("mac-large");
-        assert!(!health.readiness().ok);
-        mac.waiting_for_session("another replica holds the session (409)");
-        large.session_acquired();
         let report = health.readiness();
         assert!(!report.ok);
-        assert!(
-            report
-                .lines
-                .contains(&"mac: waiting for session: another replica holds the session (409)".into())
-        );
-        assert!(report.lines.contains(&"mac-large: session held, first reconciliation running".into()));
-        large.reconciled();
-        assert!(!health.readiness().ok, "mac is still standby");
-        mac.session_acquired();
-        assert!(!health.readiness().ok, "mac has not reconciled yet");
-        mac.reconciled();
+        assert!(report.lines.contains(&"mac: none, starting".into()), "{report}");
+        mac.standby();
+        large.session_acquired();
         let report = health.readiness();
-        assert!(report.ok, "{report}");
-        assert_eq!(report.to_string(), "ok\nmac: ready\nmac-large: ready\n");
-        mac.session_lost("session expired");
-        assert!(!health.readiness().ok);
+        assert!(!report.ok, "mac-large has not reconciled yet: {report}");
+        assert!(report.lines.contains(&"mac: standby, another process holds the session".into()));
+        assert!(report.lines.contains(&"mac-large: active, first reconciliation running".into()));
+        large.reconciled();
+        let report = health.readiness();
+        assert!(report.ok, "a standby is a healthy replica: {report}");
+        assert_eq!(
+            report.to_string(),
+            "ok\nmac: standby, another process holds the session\nmac-large: active, serving\n"
+        );
+
+        large.set(Phase::ReconcileFailed("Orka: 503".into()));
+        let report = health.readiness();
+        assert!(!report.ok, "a failed first reconciliation is not ready");
+        assert!(report.lines.contains(&"mac-large: active, first reconciliation failed: Orka: 503".into()));
+        large.reconciled();
+        mac.degraded("creating the message session: GitHub rejected the credentials (401)");
+        let report = health.readiness();
+        assert!(!report.ok, "degraded by credentials is not ready");
+        assert!(report.to_string().contains("mac: none, degraded: creating the message session"), "{report}");
+        mac.retrying("resolving the scale set failed: transport error");
+        assert!(!health.readiness().ok, "a scale set that cannot be obtained is not ready");
         mac.session_acquired();
         mac.reconciled();
-        large.failed("scale set deleted");
-        assert!(health.readiness().lines.contains(&"mac-large: failed: scale set deleted".into()));
+        assert!(health.readiness().ok);
+        large.stopped("fatal: scale set deleted");
+        assert!(
+            health.readiness().lines.contains(&"mac-large: none, stopped: fatal: scale set deleted".into())
+        );
         assert!(!health.readiness().ok);
+    }
+
+    #[test]
+    fn roles_follow_the_phase() {
+        assert_eq!(Phase::Serving.role(), "active");
+        assert_eq!(Phase::Reconciling.role(), "active");
+        assert_eq!(Phase::ReconcileFailed("x".into()).role(), "active");
+        assert_eq!(Phase::Standby.role(), "standby");
+        assert_eq!(Phase::Degraded("x".into()).role(), "none");
+        assert_eq!(Phase::Retrying("x".into()).role(), "none");
+        assert_eq!(Phase::Starting.role(), "none");
+        assert_eq!(Phase::Stopped("shut down".into()).role(), "none");
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,6 @@ mod service;
 
 pub use health::Phase;
 pub use service::{
-    FatalError, FleetFactory, QueueOpener, RunnerFleet, ScaleSetSpec, ServiceDeps, ServiceTimings, Sweeper,
-    run_scale_set,
+    CREDENTIALS_MAX_BACKOFF, DELETE_SESSION_TIMEOUT, FatalError, FleetFactory, MESSAGE_ATTEMPTS, QueueOpener,
+    RunnerFleet, ScaleSetSpec, ServiceDeps, ServiceTimings, Sweeper, WorkError, run_scale_set,
 };

@@ -192,6 +192,15 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
             }
         }
         Fault::ExpireAdminTokens => st.admin_min_generation += 1,
+        Fault::RevokeCredentials => {
+            st.credentials_revoked = true;
+            st.admin_min_generation += 1;
+            for s in st.sessions.values_mut() {
+                s.min_generation = s.next_generation + 1;
+                s.next_generation = s.min_generation;
+            }
+        }
+        Fault::RestoreCredentials => st.credentials_revoked = false,
         Fault::ChangeTenantUrl => st.change_tenant_pending = true,
         Fault::ExpireSessions => st.sessions.clear(),
         Fault::DeleteScaleSet { scale_set_id } => {
@@ -216,11 +225,6 @@ pub(crate) fn apply_fault(shared: &Shared, fault: Fault) {
                 std::time::UNIX_EPOCH + Duration::from_secs(secs as u64),
             ));
         }
-        Fault::RevokeCredentials => {
-            st.credentials_revoked = true;
-            st.admin_min_generation += 1;
-        }
-        Fault::RestoreCredentials => st.credentials_revoked = false,
         counted => st.faults.add(counted),
     }
     drop(st);

@@ -41,6 +41,9 @@ pub const PROBE_SLOTS: usize = 512;
 /// Logged-in probe sessions at once, each on its own SSH thread; only VMs that sent an SSH
 /// banner get one, and key exchanges are capped per core inside the shell.
 const PROBE_SESSIONS: usize = 64;
+/// How often a standby asks for a scale set's session (jittered to half..all of it): a
+/// session released by a replica that shuts down is taken over within this.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(5);
 
 /// Longest silence of a scale set's loop before `/healthz` reports it stalled.
 const HEARTBEAT_SILENCE: Duration = Duration::from_secs(180);
@@ -145,7 +148,10 @@ fn probe_backstop(config: &Config) -> Duration {
 /// can be served.
 pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
     let clients = Clients::build_observed(&config, Some(telemetry.metrics.clone()))?;
-    let version = runner_version::resolve(&config, &clients.github).await?;
+    let version = tokio::select! {
+        version = runner_version::resolve(&config, &clients.github) => version?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     tracing::info!(runner_version = %version, "runner version");
     let owner = owner_name();
     let mut tasks = tokio::task::JoinSet::new();
@@ -157,8 +163,11 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             Arc::new(telemetry.health.heartbeat(format!("scale set {}", scale_set.name), HEARTBEAT_SILENCE));
         let beat = heartbeat.clone();
         let health = telemetry.health.scale_set(scale_set.name.clone());
+        let poison_metrics = telemetry.metrics.clone();
+        let poison_name = scale_set.name.clone();
         let deps = ServiceDeps {
             heartbeat: Arc::new(move || beat.beat()),
+            poison_message: Arc::new(move || poison_metrics.poison_message(&poison_name)),
             api: github.clone(),
             queues: Arc::new(Queues { client: clients.github.clone(), metrics: telemetry.metrics.clone() }),
             fleets: Arc::new(FleetBuilder::new(
@@ -187,10 +196,12 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             owner_name: owner.clone(),
             manage_scale_set: config.github.manage_scale_sets,
             recreate_on_conflict: config.github.session_conflict_recreate_scale_set,
+            credentials_settings: credentials_settings(&config),
         };
         let timings = ServiceTimings {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            standby_retry: STANDBY_RETRY,
             tick_interval: config.reconcile.probe_interval.min(Duration::from_secs(5)),
             reconcile_interval: config.reconcile.enabled.then_some(config.reconcile.interval),
             drain_deadline: config.shutdown_drain_timeout,
@@ -223,7 +234,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
     Ok(())
 }
 
-/// Keeps `/readyz` and the session gauge in step with a scale set's phase.
+/// Keeps `/readyz`, the session gauge and the role gauge in step with a scale set's phase.
 async fn forward_phase(
     mut phase: watch::Receiver<Phase>,
     health: ScaleSetHealth,
@@ -232,10 +243,21 @@ async fn forward_phase(
 ) {
     loop {
         let current = phase.borrow_and_update().clone();
-        metrics.set_session_held(&name, matches!(current, Phase::Reconciling | Phase::Ready));
+        metrics.set_session_held(&name, current.holds_session());
+        metrics.set_role(&name, current.role());
         health.set(current);
         if phase.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The settings to fix when GitHub rejects the credentials, for the fatal start-up error.
+fn credentials_settings(config: &Config) -> String {
+    match &config.github.auth {
+        GitHubAuth::Pat(_) => "GITHUB_PAT and GITHUB_URL".to_owned(),
+        GitHubAuth::App { .. } => {
+            "GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID, GITHUB_APP_PRIVATE_KEY and GITHUB_URL".to_owned()
         }
     }
 }

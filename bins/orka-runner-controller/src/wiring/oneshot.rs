@@ -8,7 +8,7 @@ use crate::check::{CheckReport, Outcome};
 use crate::config::{Config, RunnerVersion};
 
 use super::Clients;
-use super::runtime::{ClientSet, build_runtime};
+use super::runtime::{ClientSet, build_runtime, error_chain};
 
 /// `check`: GitHub authentication, the runner version (the latest-release lookup when not
 /// pinned), scale sets resolvable, Orka reachable with a valid
@@ -97,6 +97,24 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
             println!("scale set {}: not registered with GitHub; nothing to reconcile", scale_set.name);
             continue;
         };
+        // Acting needs the scale set's session, as the controller does: while another
+        // process holds it (a live controller), reconciling here would race it.
+        let session = if dry_run {
+            None
+        } else {
+            match clients.github.create_session(found.id, &super::owner_name()).await {
+                Ok(session) => Some(session),
+                Err(github_scaleset::ScaleSetError::SessionConflict) => anyhow::bail!(
+                    "scale set {}: another process holds its message session (a running controller?); refusing to reconcile while it serves the scale set — stop it first, or use --dry-run to only look",
+                    scale_set.name
+                ),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("scale set {}: acquiring its message session", scale_set.name)
+                    });
+                }
+            }
+        };
         let set = ClientSet {
             vms: clients.orka_for(scale_set),
             github: clients.github.clone(),
@@ -105,7 +123,16 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
             releases: clients.github.clone(),
         };
         let runtime = build_runtime(&set, config, scale_set, found.id, &version, None);
-        let report = runtime.reconciler.reconcile_once(mode).await?;
+        let report = runtime.reconciler.reconcile_once(mode).await;
+        let report = match report {
+            Ok(report) => report,
+            Err(e) => {
+                if let Some(session) = &session {
+                    let _ = clients.github.delete_session(session).await;
+                }
+                return Err(e.into());
+            }
+        };
         println!(
             "scale set {} (id {}){}",
             scale_set.name,
@@ -130,17 +157,11 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
         if !dry_run {
             runtime.fleet.drain(config.shutdown_drain_timeout).await;
         }
+        if let Some(session) = session
+            && let Err(e) = clients.github.delete_session(&session).await
+        {
+            tracing::warn!(scale_set = %scale_set.name, error = &e as &dyn std::error::Error, "releasing the message session failed; it expires by itself");
+        }
     }
     Ok(())
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -99,7 +99,8 @@ mod tests {
             readiness
                 .lines
                 .iter()
-                .any(|l| l.starts_with("mac: ready; outdated: GitHub refuses runner version 2.300.0")),
+                .any(|l| l
+                    .starts_with("mac: active, serving; outdated: GitHub refuses runner version 2.300.0")),
             "{readiness}"
         );
 
@@ -107,6 +108,6 @@ mod tests {
         assert!(
             metrics.encode().contains("orka_runner_controller_runner_version_outdated{scale_set=\"mac\"} 0")
         );
-        assert_eq!(health.readiness().to_string(), "ok\nmac: ready\n");
+        assert_eq!(health.readiness().to_string(), "ok\nmac: active, serving\n");
     }
 }

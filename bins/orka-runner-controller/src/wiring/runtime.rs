@@ -17,7 +17,7 @@ use vm_probe::VmShell;
 
 use crate::config::{Config, ScaleSetSettings};
 use crate::metrics::Metrics;
-use scaleset_service::{FleetFactory, RunnerFleet, Sweeper};
+use scaleset_service::{FleetFactory, RunnerFleet, Sweeper, WorkError};
 
 use super::observer::MetricsObserver;
 use super::outdated::{LatestRelease, VersionReport};
@@ -170,13 +170,17 @@ impl RunnerFleet for FleetRuntime {
         self.fleet.on_statistics(statistics).await;
     }
 
-    async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) {
+    async fn handle_message(
+        &self,
+        message: &ScaleSetMessage,
+        queue: &dyn MessageQueue,
+    ) -> Result<(), WorkError> {
         if let Some(metrics) = &self.metrics {
             metrics.record_statistics(&self.name, &message.statistics);
         }
-        if let Err(e) = self.fleet.handle_message(message, queue).await {
-            tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "handling a message partly failed");
-        }
+        // The fleet's bookkeeping is applied even when this fails, and handling the same
+        // message again is harmless, so the service may retry it.
+        self.fleet.handle_message(message, queue).await.map_err(|e| WorkError(error_chain(&e)))
     }
 
     async fn tick(&self) {
@@ -210,7 +214,7 @@ impl RunnerFleet for FleetRuntime {
 
 #[async_trait]
 impl Sweeper for FleetRuntime {
-    async fn sweep(&self) {
+    async fn sweep(&self) -> Result<(), WorkError> {
         match self.reconciler.reconcile_once(Mode::Act).await {
             Ok(report) => {
                 for row in &report.rows {
@@ -227,10 +231,24 @@ impl Sweeper for FleetRuntime {
                     registrations_removed = report.registrations_removed.len(),
                     "reconcile pass"
                 );
+                Ok(())
             }
             Err(e) => {
-                tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "reconcile pass failed")
+                tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "reconcile pass failed");
+                Err(WorkError(format!("reconciliation failed: {}", error_chain(&e))))
             }
         }
     }
+}
+
+/// `e` and its sources on one line.
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -205,6 +205,14 @@ pub enum Fault {
     },
     /// §8.4.2: every admin token issued so far becomes invalid (401 on Actions calls).
     ExpireAdminTokens,
+    /// The operator's credentials stop working (PAT revoked, App uninstalled): from now
+    /// until [`Fault::RestoreCredentials`] the registration-token and installation-token
+    /// calls answer 401 "Bad credentials", and every admin and queue token issued so far
+    /// becomes invalid, as the tokens derived from revoked credentials do.
+    RevokeCredentials,
+    /// Ends [`Fault::RevokeCredentials`]: the credentials work again (tokens revoked
+    /// meanwhile stay invalid; new ones are issued).
+    RestoreCredentials,
     /// §8.4.2 variant: runner-registration answers `status` (401/403) `times` times.
     RegistrationDenied {
         /// 401 or 403.
@@ -363,11 +371,6 @@ pub enum Fault {
         /// How many requests.
         times: u32,
     },
-    /// The PAT and the App are refused (401 "Bad credentials") from now on and every admin
-    /// token issued so far is revoked, until [`Fault::RestoreCredentials`].
-    RevokeCredentials,
-    /// Ends [`Fault::RevokeCredentials`]: the same credentials work again.
-    RestoreCredentials,
 }
 
 /// Lifecycle state of a job.

@@ -161,6 +161,8 @@ pub(crate) struct State {
     pub(crate) clock_offset: Duration,
     pub(crate) tenant_generation: u64,
     pub(crate) change_tenant_pending: bool,
+    /// [`Fault::RevokeCredentials`] in force.
+    pub(crate) credentials_revoked: bool,
     pub(crate) admin_min_generation: u64,
     pub(crate) installation_tokens: HashMap<String, SystemTime>,
     pub(crate) registration_tokens: HashMap<String, SystemTime>,
@@ -176,8 +178,6 @@ pub(crate) struct State {
     delivery_paused: bool,
     /// Active primary rate limits: endpoint, status, and the reset (real wall clock).
     pub(crate) primary_limits: Vec<(super::model::Endpoint, u16, SystemTime)>,
-    /// Whether the PAT and the App are refused ([`Fault::RevokeCredentials`]).
-    pub(crate) credentials_revoked: bool,
 }
 
 impl State {
@@ -188,6 +188,7 @@ impl State {
             clock_offset: Duration::ZERO,
             tenant_generation: 1,
             change_tenant_pending: false,
+            credentials_revoked: false,
             admin_min_generation: 0,
             installation_tokens: HashMap::new(),
             registration_tokens: HashMap::new(),
@@ -201,7 +202,6 @@ impl State {
             faults: Faults::default(),
             requests: BTreeMap::new(),
             primary_limits: Vec::new(),
-            credentials_revoked: false,
             delivery_paused: false,
         }
     }

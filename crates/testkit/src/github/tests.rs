@@ -284,3 +284,27 @@ async fn max_batch_can_be_raised_at_run_time_to_deliver_a_burst_in_one_message()
     assert_eq!(events.len(), 70, "the rest arrives together once the batch is raised");
     assert!(events.iter().all(|e| e["messageType"] == "JobAssigned"));
 }
+
+#[tokio::test]
+async fn revoked_credentials_answer_bad_credentials_until_restored_and_void_derived_tokens() {
+    let fake = FakeGitHub::start(FakeGitHubConfig::default()).await.unwrap();
+    let (base, old_admin) = admin(&fake).await;
+    let groups = format!("{base}_apis/runtime/runnergroups/?api-version=6.0-preview");
+    assert_eq!(http(&fake, "GET", &groups, Some(&old_admin), None).await.0, 200);
+
+    fake.inject(Fault::RevokeCredentials);
+    let path = "/api/v3/orgs/o/actions/runners/registration-token";
+    let (status, body) = http(&fake, "POST", path, Some(&fake.pat()), None).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("Bad credentials")), "{body}");
+    assert_eq!(http(&fake, "GET", &groups, Some(&old_admin), None).await.0, 401, "derived tokens die too");
+
+    fake.inject(Fault::RestoreCredentials);
+    let (base, new_admin) = admin(&fake).await;
+    let groups = format!("{base}_apis/runtime/runnergroups/?api-version=6.0-preview");
+    assert_eq!(http(&fake, "GET", &groups, Some(&new_admin), None).await.0, 200, "new tokens work again");
+    assert_eq!(
+        http(&fake, "GET", &groups, Some(&old_admin), None).await.0,
+        401,
+        "revoked tokens stay revoked"
+    );
+}
