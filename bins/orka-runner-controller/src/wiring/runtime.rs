@@ -15,8 +15,8 @@ use reconciler::{Mode, ReconcilePolicy, Reconciler, ReconcilerConfig, Reconciler
 use tokio::time::Instant;
 use vm_probe::VmShell;
 
-use crate::config::{Config, ScaleSetSettings};
-use crate::metrics::Metrics;
+use crate::config::{Config, GitHubScope, ScaleSetSettings};
+use crate::metrics::{Metrics, ScaleSetIdentity};
 use crate::service::{FleetFactory, RunnerFleet, Sweeper};
 
 use super::observer::MetricsObserver;
@@ -49,8 +49,32 @@ impl FleetBuilder {
         runner_version: String,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.describe_scale_set(
+            identity(&config, &scale_set),
+            scale_set.min_runners,
+            scale_set.max_runners,
+        );
         Self { clients, config, scale_set, runner_version, metrics, current: Mutex::new(None) }
     }
+}
+
+/// The ARC labels of `scale_set`: its name, its Orka namespace and what `GITHUB_URL`
+/// registers it with.
+fn identity(config: &Config, scale_set: &ScaleSetSettings) -> ScaleSetIdentity {
+    let mut identity = ScaleSetIdentity {
+        name: scale_set.name.clone(),
+        namespace: scale_set.namespace.clone(),
+        ..ScaleSetIdentity::default()
+    };
+    match &config.github.scope {
+        GitHubScope::Organization { org } => identity.organization = org.clone(),
+        GitHubScope::Repository { owner, repo } => {
+            identity.organization = owner.clone();
+            identity.repository = repo.clone();
+        }
+        GitHubScope::Enterprise { slug } => identity.enterprise = slug.clone(),
+    }
+    identity
 }
 
 impl FleetFactory for FleetBuilder {
@@ -156,6 +180,7 @@ impl RunnerFleet for FleetRuntime {
     async fn handle_message(&self, message: &ScaleSetMessage, queue: &dyn MessageQueue) {
         if let Some(metrics) = &self.metrics {
             metrics.record_statistics(&self.name, &message.statistics);
+            metrics.record_job_messages(&self.name, &message.job_messages);
         }
         if let Err(e) = self.fleet.handle_message(message, queue).await {
             tracing::warn!(scale_set = %self.name, error = &e as &dyn std::error::Error, "handling a message partly failed");
