@@ -109,7 +109,8 @@ fn gha_metrics_carry_arc_labels(text: &str, scale_set: &str) -> Result<()> {
     let succeeded = [job.as_slice(), &[("job_result", "succeeded")]].concat();
     let max = labelled(text, "gha_max_runners", &scale_set_labels);
     anyhow::ensure!(max.is_some_and(|m| m >= 1.0), "gha_max_runners: {max:?}\n{text}");
-    let expectations: [(&str, &[(&str, &str)], f64); 7] = [
+    type Labels<'a> = &'a [(&'a str, &'a str)];
+    let expectations: [(&str, Labels<'_>, f64); 7] = [
         ("gha_started_jobs_total", &job, 1.0),
         ("gha_completed_jobs_total", &succeeded, 1.0),
         ("gha_job_startup_duration_seconds_count", &job, 1.0),
@@ -125,7 +126,7 @@ fn gha_metrics_carry_arc_labels(text: &str, scale_set: &str) -> Result<()> {
     anyhow::ensure!(
         text.lines()
             .filter(|l| l.starts_with("gha_"))
-            .all(|l| l.contains(&"namespace=\"") && !l.contains("job_name")),
+            .all(|l| l.contains("namespace=\"") && !l.contains("job_name")),
         "every gha_* series has a namespace and none a job_name:\n{text}"
     );
     Ok(())
