@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod health;
 pub mod http;
