@@ -29,6 +29,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
     let command = cli.command();
     let (config, logging_settings) = match &command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => match config::load_logging(sources) {
             // The demo prints its own progress on stdout; the controller's logs on stderr
             // stay at warnings unless LOG_LEVEL asks for more.
@@ -88,6 +89,7 @@ async fn dispatch(command: Command, config: Option<Config>) -> anyhow::Result<Ex
         }
     };
     match (command, config) {
+        #[cfg(feature = "demo")]
         (Command::Demo(args), _) => commands::demo(&args, shutdown).await.map(|()| ExitCode::SUCCESS),
         (Command::Run, Some(config)) => {
             commands::run(config, Telemetry::new(), shutdown).await.map(|()| ExitCode::SUCCESS)

@@ -34,6 +34,7 @@ pub enum Command {
     /// Reconcile the owned VMs once.
     Reconcile(ReconcileArgs),
     /// Run the whole system against built-in simulated GitHub and Orka (no network).
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
 
@@ -46,6 +47,7 @@ pub struct ReconcileArgs {
 }
 
 /// Options of `demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct DemoArgs {}
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{self, CheckReport, Outcome};
+#[cfg(feature = "demo")]
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::http::{self, Telemetry};
@@ -80,6 +81,7 @@ pub async fn reconcile(config: &Config, dry_run: bool) -> anyhow::Result<()> {
 }
 
 /// `demo`: the whole system on simulated GitHub and Orka.
+#[cfg(feature = "demo")]
 pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     crate::demo::run(args, shutdown).await
 }

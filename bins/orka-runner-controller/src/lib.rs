@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 /// Liveness and readiness state behind `/healthz` and `/readyz` (from `scaleset-service`).
 pub use scaleset_service::health;

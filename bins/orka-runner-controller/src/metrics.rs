@@ -6,6 +6,8 @@
 //! * the Go integration's seven gauges under the same names and label (`runner_name` =
 //!   scale set name): `runner_scale_set_total_{available,acquired,assigned,running}_jobs`,
 //!   `runner_scale_set_total_{registered,busy,idle}_runners`;
+//! * actions-runner-controller's `gha_*` listener metrics (see [`arc`]), so ARC
+//!   dashboards and alerts work unchanged;
 //! * `orka_runner_controller_*`: runners by lifecycle state, VMs owned, session held,
 //!   provisions and provisioning failures, reconcile decisions, API request latency and
 //!   errors, and the per-stage latency histograms of a job's path.
@@ -14,9 +16,13 @@
 //! names chosen by the caller — never URLs, VM names or job ids). This module does not
 //! serve HTTP (see `http`) and does not decide when to record.
 
+mod arc;
+
 use std::time::Duration;
 
-use github_scaleset::Statistics;
+use arc::ArcMetrics;
+pub use arc::{RUNTIME_BUCKETS, ScaleSetIdentity};
+use github_scaleset::{JobMessage, Statistics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -238,6 +244,7 @@ pub struct Metrics {
     poison_messages: Family<ScaleSet, Counter>,
     provisions: Family<ScaleSetOutcome, Counter>,
     provision_failures: Family<ScaleSetReason, Counter>,
+    runners_retired: Family<ScaleSetReason, Counter>,
     reconcile_decisions: Family<DecisionLabels, Counter>,
     api_request_duration: HistogramFamily<ApiLabels>,
     api_errors: Family<ApiLabels, Counter>,
@@ -246,6 +253,7 @@ pub struct Metrics {
     github_rate_limit_remaining: Family<RateLimitResource, Gauge>,
     github_rate_limit_limit: Family<RateLimitResource, Gauge>,
     github_rate_limit_waits: Family<RateLimitWait, Counter>,
+    arc: ArcMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -299,6 +307,7 @@ impl Metrics {
     /// A registry with every metric registered (families start empty).
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        let arc = ArcMetrics::register(&mut registry);
         let m = Self {
             available_jobs: Family::default(),
             acquired_jobs: Family::default(),
@@ -315,6 +324,7 @@ impl Metrics {
             poison_messages: Family::default(),
             provisions: Family::default(),
             provision_failures: Family::default(),
+            runners_retired: Family::default(),
             reconcile_decisions: Family::default(),
             api_request_duration: Family::new_with_constructor(api_histogram as fn() -> Histogram),
             api_errors: Family::default(),
@@ -324,6 +334,7 @@ impl Metrics {
             github_rate_limit_limit: Family::default(),
             github_rate_limit_waits: Family::default(),
             registry: Registry::default(),
+            arc,
         };
         // The Go integration's gauges, same names and help texts in spirit.
         let go = [
@@ -378,6 +389,11 @@ impl Metrics {
             "provision_failures",
             "Failed runner provisioning attempts by reason",
             m.provision_failures.clone(),
+        );
+        ours.register(
+            "runners_retired",
+            "Runners gone (registration removed, VM deleted) by why they left",
+            m.runners_retired.clone(),
         );
         ours.register(
             "reconcile_decisions",
@@ -438,8 +454,23 @@ impl Metrics {
         self.github_rate_limit_waits.get_or_create(&RateLimitWait { endpoint, kind }).inc();
     }
 
-    /// Sets the seven `runner_scale_set_*` gauges of `scale_set` from live statistics.
+    /// Describes a scale set for the `gha_*` metrics: its ARC labels and its runner
+    /// limits (published as `gha_min_runners` and `gha_max_runners`). Call once per scale
+    /// set before its statistics arrive; until then its `gha_*` series carry only `name`.
+    pub fn describe_scale_set(&self, identity: ScaleSetIdentity, min_runners: u32, max_runners: u32) {
+        self.arc.describe(identity, min_runners, max_runners);
+    }
+
+    /// Counts the started and completed jobs of a message (`gha_started_jobs_total`,
+    /// `gha_completed_jobs_total`) and observes their startup and execution times.
+    pub fn record_job_messages(&self, scale_set: &str, messages: &[JobMessage]) {
+        self.arc.record_job_messages(scale_set, messages);
+    }
+
+    /// Sets the seven `runner_scale_set_*` gauges of `scale_set` from live statistics, and
+    /// the `gha_*` gauges (jobs, runners, desired runners).
     pub fn record_statistics(&self, scale_set: &str, statistics: &Statistics) {
+        self.arc.record_statistics(scale_set, statistics);
         let label = RunnerName { runner_name: scale_set.to_owned() };
         let pairs = [
             (&self.available_jobs, statistics.total_available_jobs),
@@ -514,6 +545,13 @@ impl Metrics {
         self.provisions.get_or_create(&outcome).inc();
         let labels = ScaleSetReason { scale_set: scale_set.to_owned(), reason: reason.label() };
         self.provision_failures.get_or_create(&labels).inc();
+    }
+
+    /// Counts a runner that is gone (registration removed, VM deleted) and why it left
+    /// (`reason` is a fixed label such as `job_completed` or `unreachable`).
+    pub fn runner_retired(&self, scale_set: &str, reason: &'static str) {
+        let labels = ScaleSetReason { scale_set: scale_set.to_owned(), reason };
+        self.runners_retired.get_or_create(&labels).inc();
     }
 
     /// Counts one reconcile decision (`action` and `reason` in snake_case).
@@ -650,6 +688,7 @@ mod tests {
         metrics.set_role("mac", "standby");
         metrics.set_role("mac", "active");
         metrics.poison_message("mac");
+        metrics.runner_retired("mac", "unreachable");
         for stage in Stage::ALL {
             metrics.observe_stage("mac", stage, Duration::from_secs(12));
         }
@@ -677,6 +716,7 @@ mod tests {
                 1.0,
             ),
             (format!("{p}vms_owned{{scale_set=\"mac\"}}"), 4.0),
+            (format!("{p}runners_retired_total{{scale_set=\"mac\",reason=\"unreachable\"}}"), 1.0),
             (format!("{p}session_held{{scale_set=\"mac\"}}"), 1.0),
             (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"active\"}}"), 1.0),
             (format!("{p}scale_set_role{{scale_set=\"mac\",role=\"standby\"}}"), 0.0),

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use github_scaleset::JobMessage;
 use orka_runner_controller::config::settings::{self, SCALE_SET_KEYS, SETTINGS};
-use orka_runner_controller::metrics::{Api, ApiStatus, Metrics, ProvisionFailure, Stage};
+use orka_runner_controller::metrics::{Api, ApiStatus, Metrics, ProvisionFailure, ScaleSetIdentity, Stage};
 
 fn doc(name: &str) -> String {
     let path = format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -54,7 +55,23 @@ fn the_configuration_reference_documents_every_setting_with_its_default() {
 fn the_metrics_reference_documents_every_metric() {
     let metrics = Metrics::new();
     // Touch every family so each appears in the exposition.
+    metrics.describe_scale_set(ScaleSetIdentity { name: "mac".into(), ..Default::default() }, 0, 1);
     metrics.record_statistics("mac", &Default::default());
+    let now = Some(time::OffsetDateTime::UNIX_EPOCH);
+    let job = github_scaleset::JobInfo {
+        scale_set_assign_time: now,
+        runner_assign_time: now,
+        finish_time: now,
+        ..Default::default()
+    };
+    metrics.record_job_messages(
+        "mac",
+        &[
+            JobMessage::Started(github_scaleset::JobStarted { job: job.clone(), ..Default::default() }),
+            JobMessage::Completed(github_scaleset::JobCompleted { job, ..Default::default() }),
+        ],
+    );
+    metrics.runner_retired("mac", "unreachable");
     metrics.set_runner_phases("mac", []);
     metrics.set_vms_owned("mac", 0);
     metrics.set_session_held("mac", false);
@@ -76,12 +93,24 @@ fn the_metrics_reference_documents_every_metric() {
     let exposition = metrics.encode();
     let names: Vec<&str> =
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    assert_eq!(names.len(), 23, "{exposition}");
+    assert_eq!(names.len(), 36, "{exposition}");
     let missing: Vec<&str> =
         names.iter().copied().filter(|name| !text.contains(&format!("`{name}"))).collect();
     assert!(missing.is_empty(), "docs/metrics.md misses: {missing:?}");
     for stage in Stage::ALL {
         assert!(text.contains(&format!("`{}`", stage.label())), "stage {} undocumented", stage.label());
+    }
+    // Every label name of the `gha_*` set is documented.
+    let gha_labels: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| l.starts_with("gha_"))
+        .filter_map(|l| l.split_once('{')?.1.split_once('}').map(|(labels, _)| labels))
+        .flat_map(|labels| labels.split(',').filter_map(|pair| pair.split_once('=').map(|(k, _)| k)))
+        .filter(|k| *k != "le")
+        .collect();
+    assert!(gha_labels.len() >= 7, "{gha_labels:?}");
+    for label in gha_labels {
+        assert!(text.contains(&format!("`{label}`")), "gha_* label {label} undocumented");
     }
 }
 

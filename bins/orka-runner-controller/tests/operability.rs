@@ -86,6 +86,52 @@ async fn gauges_read(addr: SocketAddr, scale_set: &str, expected: [f64; 7]) -> R
     .await
 }
 
+/// The value of the `name` sample whose labels include every pair of `labels`.
+fn labelled(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        let pairs: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
+            .then(|| value.parse().ok())?
+    })
+}
+
+/// After one succeeded job of the world's default repository (`my-org/app`, `push`): the
+/// ARC metrics carry the scale set's and the job's labels.
+fn gha_metrics_carry_arc_labels(text: &str, scale_set: &str) -> Result<()> {
+    let scale_set_labels =
+        [("name", scale_set), ("organization", "my-org"), ("enterprise", ""), ("repository", "")];
+    let job =
+        [("name", scale_set), ("organization", "my-org"), ("repository", "app"), ("event_name", "push")];
+    let succeeded = [job.as_slice(), &[("job_result", "succeeded")]].concat();
+    let max = labelled(text, "gha_max_runners", &scale_set_labels);
+    anyhow::ensure!(max.is_some_and(|m| m >= 1.0), "gha_max_runners: {max:?}\n{text}");
+    type Labels<'a> = &'a [(&'a str, &'a str)];
+    let expectations: [(&str, Labels<'_>, f64); 7] = [
+        ("gha_started_jobs_total", &job, 1.0),
+        ("gha_completed_jobs_total", &succeeded, 1.0),
+        ("gha_job_startup_duration_seconds_count", &job, 1.0),
+        ("gha_job_execution_duration_seconds_count", &succeeded, 1.0),
+        ("gha_min_runners", &scale_set_labels, 0.0),
+        ("gha_assigned_jobs", &scale_set_labels, 0.0),
+        ("gha_desired_runners", &scale_set_labels, 0.0),
+    ];
+    for (name, labels, expected) in expectations {
+        let value = labelled(text, name, labels);
+        anyhow::ensure!(value == Some(expected), "{name} {labels:?}: {value:?}, expected {expected}\n{text}");
+    }
+    anyhow::ensure!(
+        text.lines()
+            .filter(|l| l.starts_with("gha_"))
+            .all(|l| l.contains("namespace=\"") && !l.contains("job_name")),
+        "every gha_* series has a namespace and none a job_name:\n{text}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() -> Result<()> {
     let s = Scenario::start().await?;
@@ -130,6 +176,7 @@ async fn one_job_fills_every_stage_histogram_and_the_gauges_follow_statistics() 
         };
         let succeeded = format!("orka_runner_controller_provisions_total{{scale_set=\"{scale_set}\",outcome=\"succeeded\"}}");
         anyhow::ensure!(sample(&text, &succeeded) == Some(1.0), "one successful provisioning expected:\n{text}");
+        gha_metrics_carry_arc_labels(&text, &scale_set)?;
         let held = format!("orka_runner_controller_session_held{{scale_set=\"{scale_set}\"}}");
         anyhow::ensure!(sample(&text, &held) == Some(1.0), "the active replica holds the session:\n{text}");
         // Logs: JSON lines carrying the scale set and the VM name as fields.

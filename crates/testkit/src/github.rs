@@ -21,6 +21,7 @@
 //! A config URL for clients is [`FakeGitHub::config_url`] (`http://127.0.0.1:PORT/<org>`).
 
 mod control;
+mod keys;
 mod model;
 mod server;
 mod state;
@@ -68,19 +69,21 @@ impl FakeApp {
             app_id: "12345".into(),
             client_id: Some("Iv1.fake".into()),
             installation_id: 67890,
-            public_key_pem: include_str!("github/fixtures/app_key.pub.pem").into(),
+            public_key_pem: keys::app().public.clone(),
         }
     }
 }
 
-/// The private key (PKCS#1 PEM) matching [`FakeApp::test`]. Test material only.
+/// The private key (PKCS#8 PEM) matching [`FakeApp::test`], generated at the first call
+/// in this process. Test material only.
 pub fn test_app_private_key_pem() -> &'static str {
-    include_str!("github/fixtures/app_key.pem")
+    &keys::app().private
 }
 
-/// A different RSA key (PKCS#8 PEM) the fake does not accept. Test material only.
+/// A different RSA key (PKCS#8 PEM, generated at the first call) the fake does not
+/// accept. Test material only.
 pub fn untrusted_app_private_key_pem() -> &'static str {
-    include_str!("github/fixtures/other_key.pem")
+    &keys::untrusted().private
 }
 
 /// Behaviour and timings of the fake. `Default` is tuned for fast tests; see

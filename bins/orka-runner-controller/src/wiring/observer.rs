@@ -1,5 +1,5 @@
 //! Turns the provisioner's fleet events into the per-stage latency histograms and
-//! provisioning counters of `/metrics`.
+//! provisioning and retirement counters of `/metrics`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,8 @@ impl FleetObserver for MetricsObserver {
                 _ => {}
             },
             FleetEvent::SshReady { runner, .. } => self.milestone(runner, SshReady),
-            FleetEvent::Gone { runner, .. } => {
+            FleetEvent::Gone { runner, reason, .. } => {
+                self.metrics.runner_retired(&self.scale_set, reason.as_str());
                 self.milestone(runner, VmDeleted);
                 self.paths.lock().unwrap_or_else(|p| p.into_inner()).remove(runner);
             }

@@ -15,8 +15,8 @@ use reconciler::{Mode, ReconcilePolicy, Reconciler, ReconcilerConfig, Reconciler
 use tokio::time::Instant;
 use vm_probe::VmShell;
 
-use crate::config::{Config, ScaleSetSettings};
-use crate::metrics::Metrics;
+use crate::config::{Config, GitHubScope, ScaleSetSettings};
+use crate::metrics::{Metrics, ScaleSetIdentity};
 use scaleset_service::{FleetFactory, RunnerFleet, Sweeper, WorkError};
 
 use super::observer::MetricsObserver;
@@ -55,8 +55,32 @@ impl FleetBuilder {
         metrics: Arc<Metrics>,
         health: ScaleSetHealth,
     ) -> Self {
+        metrics.describe_scale_set(
+            identity(&config, &scale_set),
+            scale_set.min_runners,
+            scale_set.max_runners,
+        );
         Self { clients, config, scale_set, runner_version, metrics, health, current: Mutex::new(None) }
     }
+}
+
+/// The ARC labels of `scale_set`: its name, its Orka namespace and what `GITHUB_URL`
+/// registers it with.
+fn identity(config: &Config, scale_set: &ScaleSetSettings) -> ScaleSetIdentity {
+    let mut identity = ScaleSetIdentity {
+        name: scale_set.name.clone(),
+        namespace: scale_set.namespace.clone(),
+        ..ScaleSetIdentity::default()
+    };
+    match &config.github.scope {
+        GitHubScope::Organization { org } => identity.organization = org.clone(),
+        GitHubScope::Repository { owner, repo } => {
+            identity.organization = owner.clone();
+            identity.repository = repo.clone();
+        }
+        GitHubScope::Enterprise { slug } => identity.enterprise = slug.clone(),
+    }
+    identity
 }
 
 impl FleetFactory for FleetBuilder {
@@ -177,6 +201,7 @@ impl RunnerFleet for FleetRuntime {
     ) -> Result<(), WorkError> {
         if let Some(metrics) = &self.metrics {
             metrics.record_statistics(&self.name, &message.statistics);
+            metrics.record_job_messages(&self.name, &message.job_messages);
         }
         // The fleet's bookkeeping is applied even when this fails, and handling the same
         // message again is harmless, so the service may retry it.

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn app_jwts_are_checked_against_the_public_key() {
-        let public = include_str!("fixtures/app_key.pub.pem");
+        let public = &crate::github::keys::app().public;
         let now = SystemTime::now();
         let sign = |pem: &str, iss: &str, iat: u64, exp: u64| {
             let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
@@ -144,15 +144,15 @@ mod tests {
         };
         let issuers = vec!["123".to_owned()];
         let n = unix(now);
-        let good = sign(include_str!("fixtures/app_key.pem"), "123", n - 60, n + 480);
+        let good = sign(&crate::github::keys::app().private, "123", n - 60, n + 480);
         assert_eq!(verify_app_jwt(&good, public, &issuers, now), Ok(()));
-        let wrong_key = sign(include_str!("fixtures/other_key.pem"), "123", n - 60, n + 480);
+        let wrong_key = sign(&crate::github::keys::untrusted().private, "123", n - 60, n + 480);
         assert!(verify_app_jwt(&wrong_key, public, &issuers, now).is_err());
-        let wrong_iss = sign(include_str!("fixtures/app_key.pem"), "999", n - 60, n + 480);
+        let wrong_iss = sign(&crate::github::keys::app().private, "999", n - 60, n + 480);
         assert!(verify_app_jwt(&wrong_iss, public, &issuers, now).is_err());
-        let too_long = sign(include_str!("fixtures/app_key.pem"), "123", n - 60, n + 3600);
+        let too_long = sign(&crate::github::keys::app().private, "123", n - 60, n + 3600);
         assert!(verify_app_jwt(&too_long, public, &issuers, now).is_err());
-        let expired = sign(include_str!("fixtures/app_key.pem"), "123", n - 700, n - 100);
+        let expired = sign(&crate::github::keys::app().private, "123", n - 700, n - 100);
         assert!(verify_app_jwt(&expired, public, &issuers, now).is_err());
     }
 }
