@@ -54,4 +54,4 @@ pub use config::{
 pub use error::OrkaError;
 pub use naming::VmName;
 pub use vm::{DeployRequest, Vm, VmStatus};
-pub use wire::{ClusterInfo, Image, Node, VmConfig};
+pub use wire::{ClusterInfo, Image, Node, VmConfig, parse_vm_list};
