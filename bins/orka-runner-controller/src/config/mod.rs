@@ -14,7 +14,7 @@
 
 mod app_key;
 mod build;
-mod dotenv;
+pub mod dotenv;
 mod error;
 mod files;
 mod redact;
