@@ -132,7 +132,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             fleets: Arc::new(FleetBuilder::new(
                 ClientSet {
                     vms: Arc::new(MeteredVms {
-                        inner: clients.orka_for(&scale_set),
+                        inner: clients.orka_for(scale_set),
                         metrics: telemetry.metrics.clone(),
                     }),
                     github: github.clone(),
