@@ -236,10 +236,12 @@ pub fn read(sources: &Sources) -> Layered {
     layered
 }
 
-/// The config file as a `config` source, its format chosen by extension. The text is
-/// read here (not by the `config` crate) so that odd files are refused, not waited on.
+/// A config file's text as a `config` source.
 type ConfigFileSource = config::File<config::FileSourceString, config::FileFormat>;
 
+/// The config file as a `config` source, its format chosen by extension, and its text.
+/// The text is read here (not by the `config` crate) so that odd files are refused, not
+/// waited on, and so that parse errors can be scrubbed of it.
 fn read_config_file(path: &Path) -> Result<(ConfigFileSource, String), String> {
     let format = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("toml") => config::FileFormat::Toml,
@@ -272,14 +274,12 @@ fn read_env_file(
     for (name, value) in parsed.pairs {
         env.insert(name, (value, Provenance::EnvFile));
     }
+    layered.unparsed.extend(parsed.errors.iter().filter_map(|e| e.name.clone()));
     let unlisted = parsed.errors.len().saturating_sub(MAX_LISTED_PARSE_ERRORS);
     for e in parsed.errors.into_iter().take(MAX_LISTED_PARSE_ERRORS) {
         // Never echo the text: it may hold a secret.
         let reason = match &e.name {
-            Some(name) => {
-                layered.unparsed.insert(name.clone());
-                format!("{} (variable {name}); the value is not shown", e.reason)
-            }
+            Some(name) => format!("{} (variable {name}); the value is not shown", e.reason),
             None => format!("{}; the line is not shown", e.reason),
         };
         layered.problems.push(Problem::new(format!("{}:{}", path.display(), e.line), reason));
