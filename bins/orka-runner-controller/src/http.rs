@@ -1,11 +1,15 @@
 //! The HTTP endpoints: `/metrics` (only when metrics are enabled, and only that path),
 //! `/healthz` and `/readyz`, served by axum on `METRICS_ADDR`.
 //!
-//! Owns routing and the server's lifetime (it stops when its cancellation token fires).
+//! Owns routing, connection handling and the server's lifetime (it stops when its
+//! cancellation token fires). Connections are served by hyper directly rather than
+//! `axum::serve`, which has no header-read timeout and no connection cap.
 //! What the endpoints say is decided by `metrics` and `health`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -13,9 +17,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::HttpSettings;
 use crate::metrics::{self, Metrics};
@@ -69,13 +76,92 @@ async fn readyz(State(telemetry): State<Telemetry>) -> Response {
     report_response(telemetry.health.readiness())
 }
 
-/// Serves `router` on `listener` until `shutdown` fires.
+/// What keeps the endpoint server answering when clients misbehave: it binds all
+/// interfaces by default, so anyone who can reach the port can open connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection must deliver a request's headers within this time, the first request
+    /// and every later one on a kept-alive connection; otherwise it is closed. This is
+    /// what closes idle connections.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once. At the cap, the oldest connection is closed (after
+    /// its in-flight request, if any) to make room, so a flood of idle connections cannot
+    /// lock out a liveness probe.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self { header_read_timeout: Duration::from_secs(10), max_connections: 256 }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, within `limits`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let connections = TaskTracker::new();
+    // Open connections, oldest first: each entry's token asks that connection to close.
+    let mut open: VecDeque<CancellationToken> = VecDeque::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "endpoint server cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        open.retain(|token| !token.is_cancelled());
+        while open.len() >= limits.max_connections.max(1) {
+            if let Some(oldest) = open.pop_front() {
+                oldest.cancel();
+            }
+        }
+        let close = shutdown.child_token();
+        open.push_back(close.clone());
+        connections.spawn(serve_connection(stream, router.clone(), limits, close));
+    }
+    for token in open {
+        token.cancel();
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// One HTTP/1 connection, closed when `close` fires (gracefully: an in-flight request
+/// finishes) or when a request's headers are late. Cancels `close` when it ends, which
+/// marks its slot free.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    limits: ConnectionLimits,
+    close: CancellationToken,
+) {
+    let _free_slot_on_exit = close.clone().drop_guard();
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "endpoint connection ended with an error");
+    }
 }
 
 /// A running endpoint server.
@@ -100,7 +186,8 @@ pub async fn spawn(
         .await
         .with_context(|| format!("cannot listen on METRICS_ADDR {}", settings.addr))?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(serve(listener, router(telemetry, settings.metrics_enabled), shutdown));
+    let router = router(telemetry, settings.metrics_enabled);
+    let task = tokio::spawn(serve(listener, router, ConnectionLimits::default(), shutdown));
     tracing::info!(%addr, metrics = settings.metrics_enabled, "serving /healthz and /readyz");
     Ok(Some(Server { addr, task }))
 }
@@ -228,5 +315,92 @@ mod tests {
         };
         let err = spawn(&settings, Telemetry::new(), CancellationToken::new()).await.unwrap_err();
         assert!(format!("{err:#}").contains("METRICS_ADDR"), "{err:#}");
+    }
+
+    /// Whether the server closes `stream` within `within` (any bytes it sends first, such
+    /// as a 408 response, are read and ignored).
+    async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = [0u8; 1024];
+        let read_to_end = async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, read_to_end).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_idle_connections_cannot_starve_healthz() {
+        let (addr, shutdown, _server) = start(Telemetry::new(), false).await;
+        let cap = ConnectionLimits::default().max_connections;
+        // More idle connections than the cap, bounded, on loopback.
+        let mut idle = Vec::new();
+        for _ in 0..cap + 50 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let (status, body) = get(addr, "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        // The oldest ones were closed to make room, long before any header timeout.
+        let mut closed = 0;
+        for stream in idle.iter_mut().take(50) {
+            if closed_by_server(stream, Duration::from_secs(5)).await {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, 50, "the oldest idle connections are closed at the cap");
+        shutdown.cancel();
+    }
+
+    async fn start_with(
+        limits: ConnectionLimits,
+    ) -> (SocketAddr, CancellationToken, JoinHandle<std::io::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, router(Telemetry::new(), false), limits, shutdown.clone()));
+        (addr, shutdown, task)
+    }
+
+    #[tokio::test]
+    async fn idle_and_slow_connections_are_closed() {
+        use tokio::io::AsyncWriteExt as _;
+        let limits = ConnectionLimits { header_read_timeout: Duration::from_millis(300), max_connections: 8 };
+        let (addr, shutdown, task) = start_with(limits).await;
+        // Never sends a byte.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_by_server(&mut silent, Duration::from_secs(10)).await,
+            "a silent connection is closed"
+        );
+        // Sends half a header and stalls.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        assert!(closed_by_server(&mut slow, Duration::from_secs(10)).await, "a stalled header is cut off");
+        // One request, then idle on a kept-alive connection.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(
+            closed_by_server(&mut kept, Duration::from_secs(10)).await,
+            "an idle kept-alive connection is closed"
+        );
+        // And the server still answers, then stops on request.
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_open_idle_connections() {
+        let limits = ConnectionLimits { header_read_timeout: Duration::from_secs(600), max_connections: 8 };
+        let (addr, shutdown, task) = start_with(limits).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+        assert!(closed_by_server(&mut idle, Duration::from_secs(5)).await);
     }
 }

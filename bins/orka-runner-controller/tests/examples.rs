@@ -14,7 +14,8 @@ fn example(name: &str) -> PathBuf {
 fn the_example_env_file_loads() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("github-app.pem");
-    std::fs::write(&key, "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n").unwrap();
+    // A real RSA key: the configuration checks the App key by signing with it.
+    std::fs::write(&key, testkit::github::test_app_private_key_pem()).unwrap();
     // The example points at /secrets/github-app.pem; the environment wins over the file.
     let environment = BTreeMap::from([("GITHUB_APP_PRIVATE_KEY_PATH".to_owned(), key.display().to_string())]);
     let sources =

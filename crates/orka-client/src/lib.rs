@@ -53,4 +53,4 @@ pub use runner_core::MockVmBackend;
 /// VM naming and ownership (defined with the seam in `runner-core`).
 pub use runner_core::naming;
 pub use runner_core::{DeployRequest, Vm, VmBackend, VmName, VmStatus};
-pub use wire::{ClusterInfo, Image, Node, VmConfig};
+pub use wire::{ClusterInfo, Image, Node, VmConfig, parse_vm_list};

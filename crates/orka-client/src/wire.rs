@@ -131,6 +131,26 @@ impl Node {
     }
 }
 
+/// Parses the body of a VM list response (`{"items":[…]}`) the way `list_vms` reads
+/// it, without node-address mapping: unnamed entries are skipped. Public so that the
+/// fuzz targets (tests/fuzz) can reach the wire parser.
+#[doc(hidden)]
+pub fn parse_vm_list(body: &[u8]) -> Result<Vec<crate::Vm>, serde_json::Error> {
+    let items: Items<WireVm> = serde_json::from_slice(body)?;
+    Ok(items
+        .items
+        .into_iter()
+        .filter(|vm| !vm.name.is_empty())
+        .map(|vm| crate::Vm {
+            status: vm.status(),
+            name: vm.name,
+            ip: vm.ip,
+            ssh_port: vm.ssh,
+            node: vm.node,
+        })
+        .collect())
+}
+
 /// The human-readable message of an error body: a JSON `message` (Kubernetes `Status`),
 /// else a JSON `error`, else the raw text (whitespace collapsed, truncated), else empty.
 pub(crate) fn error_message(body: &[u8]) -> String {

@@ -80,6 +80,12 @@ pub fn test_app_private_key_pem() -> &'static str {
     &keys::app().private
 }
 
+/// [`test_app_private_key_pem`] as PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`), the
+/// encoding GitHub hands out. Test material only.
+pub fn test_app_private_key_pkcs1_pem() -> &'static str {
+    &keys::app().private_pkcs1
+}
+
 /// A different RSA key (PKCS#8 PEM, generated at the first call) the fake does not
 /// accept. Test material only.
 pub fn untrusted_app_private_key_pem() -> &'static str {

@@ -19,8 +19,33 @@ use super::{
     Config, GitHubAuth, GitHubScope, GitHubSettings, HttpSettings, LoggingSettings, OrkaSettings,
     ReconcileSettings, RunnerSettings, RunnerVersion, ScaleSetSettings,
 };
+use super::{app_key, files, redact};
 
 const MAX_RUNNERS_LIMIT: u32 = 1_000_000;
+
+/// Lower bounds of the timing settings: below them a loop would spin or every attempt
+/// would time out at once. Generous enough for the test world (which polls fast), far
+/// below any production value; docs/configuration.md lists them.
+pub mod min {
+    use std::time::Duration;
+
+    /// `RUNNER_DEREGISTRATION_TIMEOUT`.
+    pub const DEREGISTRATION_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `RUNNER_DEREGISTRATION_POLL_INTERVAL`.
+    pub const DEREGISTRATION_POLL_INTERVAL: Duration = Duration::from_millis(100);
+    /// `VM_TRACKER_INTERVAL`.
+    pub const VM_TRACKER_INTERVAL: Duration = Duration::from_secs(1);
+    /// `PROBE_INTERVAL`.
+    pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+    /// `PROBE_TIMEOUT`.
+    pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `METRICS_POLL_INTERVAL`.
+    pub const METRICS_POLL_INTERVAL: Duration = Duration::from_secs(1);
+    /// `ORKA_DEPLOY_TIMEOUT`.
+    pub const ORKA_DEPLOY_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `OUTDATED_RUNNER_RETRY_INTERVAL`.
+    pub const OUTDATED_RUNNER_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+}
 const ECHO_LIMIT: usize = 80;
 
 struct Builder {
@@ -38,6 +63,18 @@ impl Builder {
 
     fn raw(&self, name: &str) -> Option<&str> {
         self.layered.get(name).map(|(value, _)| value)
+    }
+
+    /// Removes "is required" problems that a `.env` read or parse error already explains:
+    /// the variable may well be in the file, on the line that could not be parsed.
+    fn drop_explained_required_problems(&mut self) {
+        let (unreadable, unparsed) = (self.layered.env_file_unreadable, &self.layered.unparsed);
+        self.problems.retain(|p| {
+            let required =
+                p.reason.starts_with("is required") || p.reason.starts_with("no GitHub credentials");
+            let explained = unreadable || p.setting.split(" / ").any(|name| unparsed.contains(name));
+            !(required && explained)
+        });
     }
 
     fn is_set(&self, name: &str) -> bool {
@@ -97,11 +134,9 @@ impl Builder {
         self.optional(name, parse)
     }
 
-    fn duration(&mut self, name: &str, default: Duration, positive: bool) -> Duration {
-        self.or_default(name, default, |raw| {
-            let d = values::parse_go_duration(raw)?;
-            if positive && d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
-        })
+    /// A duration of at least `min` (zero allowed when `min` is zero).
+    fn duration(&mut self, name: &str, default: Duration, min: Duration) -> Duration {
+        self.or_default(name, default, |raw| values::parse_go_duration_at_least(raw, min))
     }
 
     fn boolean(&mut self, name: &str, default: bool) -> bool {
@@ -118,14 +153,33 @@ impl Builder {
                 self.problems.push(Problem::new(label, format!("set {name} or {file_name}, not both")));
                 None
             }
-            (Some(value), None) => Some(SecretString::from(value)),
-            (None, Some(path)) => self.read_secret_file(&file_name, &path),
+            (Some(value), None) => self.one_line_token(name, name, SecretString::from(value)),
+            (None, Some(path)) => {
+                let secret = self.read_secret_file(&file_name, &path)?;
+                self.one_line_token(name, &file_name, secret)
+            }
             (None, None) => None,
         }
     }
 
+    /// Tokens travel in an HTTP header: a line break (or other control character) in one
+    /// would fail every request later with a message naming nothing. Multi-line secrets
+    /// (the App key, passwords) pass unchanged.
+    fn one_line_token(&mut self, name: &str, setting: &str, secret: SecretString) -> Option<SecretString> {
+        use secrecy::ExposeSecret;
+        if !ONE_LINE_TOKENS.contains(&name) || !secret.expose_secret().chars().any(char::is_control) {
+            return Some(secret);
+        }
+        let label = self.layered.label(setting);
+        self.problems.push(Problem::new(
+            label,
+            "contains a line break or another control character; a token is one line (the value is not shown)",
+        ));
+        None
+    }
+
     fn read_secret_file(&mut self, setting: &str, path: &Path) -> Option<SecretString> {
-        match std::fs::read_to_string(path) {
+        match files::read_regular_file(path) {
             Ok(text) => {
                 let text = text.trim_end_matches(['\n', '\r']);
                 if text.trim().is_empty() {
@@ -135,13 +189,16 @@ impl Builder {
                     Some(SecretString::from(text.to_owned()))
                 }
             }
-            Err(e) => {
-                self.problem(setting, format!("cannot read {}: {e}", path.display()));
+            Err(reason) => {
+                self.problem(setting, reason);
                 None
             }
         }
     }
 }
+
+/// Secrets sent as one HTTP header value.
+const ONE_LINE_TOKENS: [&str; 3] = ["GITHUB_PAT", "GITHUB_TOKEN", "ORKA_TOKEN"];
 
 fn orka_reason(e: orka_client::OrkaError) -> String {
     match e {
@@ -163,21 +220,29 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
     let orka = orka(&mut b);
     let scale_sets = scale_sets(&mut b);
     let runners = RunnerSettings {
-        deregistration_timeout: b.duration("RUNNER_DEREGISTRATION_TIMEOUT", Duration::from_secs(30), true),
+        deregistration_timeout: b.duration(
+            "RUNNER_DEREGISTRATION_TIMEOUT",
+            Duration::from_secs(30),
+            min::DEREGISTRATION_TIMEOUT,
+        ),
         deregistration_poll_interval: b.duration(
             "RUNNER_DEREGISTRATION_POLL_INTERVAL",
             Duration::from_secs(2),
-            true,
+            min::DEREGISTRATION_POLL_INTERVAL,
         ),
         max_concurrent_provisions: b
             .or_default("MAX_CONCURRENT_PROVISIONS", 100, |raw| values::parse_u32_in(raw, 1, 10_000)),
-        outdated_retry_interval: b.duration("OUTDATED_RUNNER_RETRY_INTERVAL", Duration::from_secs(300), true),
+        outdated_retry_interval: b.duration(
+            "OUTDATED_RUNNER_RETRY_INTERVAL",
+            Duration::from_secs(300),
+            min::OUTDATED_RUNNER_RETRY_INTERVAL,
+        ),
     };
     let reconcile = ReconcileSettings {
         enabled: b.boolean("ENABLE_RECONCILIATION", true),
-        interval: b.duration("VM_TRACKER_INTERVAL", Duration::from_secs(300), true),
-        probe_interval: b.duration("PROBE_INTERVAL", Duration::from_secs(30), true),
-        probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(10), true),
+        interval: b.duration("VM_TRACKER_INTERVAL", Duration::from_secs(300), min::VM_TRACKER_INTERVAL),
+        probe_interval: b.duration("PROBE_INTERVAL", Duration::from_secs(30), min::PROBE_INTERVAL),
+        probe_timeout: b.duration("PROBE_TIMEOUT", Duration::from_secs(10), min::PROBE_TIMEOUT),
         unreachable_strikes: b
             .or_default("RECONCILE_UNREACHABLE_STRIKES", 3, |raw| values::parse_u32_in(raw, 1, 1000)),
         ssh_max_handshakes: b.optional("SSH_MAX_HANDSHAKES", |raw| values::parse_u32_in(raw, 1, 10_000)),
@@ -187,10 +252,20 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
         metrics_enabled: b.boolean("ENABLE_METRICS", false),
         health_enabled: b.boolean("ENABLE_HEALTH_ENDPOINTS", false),
         addr: b.or_default("METRICS_ADDR", ([0, 0, 0, 0], 8080).into(), values::parse_listen_addr),
-        metrics_poll_interval: b.duration("METRICS_POLL_INTERVAL", Duration::from_secs(30), true),
+        metrics_poll_interval: b.duration(
+            "METRICS_POLL_INTERVAL",
+            Duration::from_secs(30),
+            min::METRICS_POLL_INTERVAL,
+        ),
     };
-    let shutdown_drain_timeout = b.duration("SHUTDOWN_DRAIN_TIMEOUT", Duration::from_secs(30), false);
+    let shutdown_drain_timeout =
+        b.duration("SHUTDOWN_DRAIN_TIMEOUT", Duration::from_secs(30), Duration::ZERO);
 
+    b.drop_explained_required_problems();
+    for problem in &mut b.problems {
+        problem.setting = redact::url_userinfo(&problem.setting);
+        problem.reason = redact::url_userinfo(&problem.reason);
+    }
     match (b.problems.is_empty(), github, orka, scale_sets) {
         (true, Some(github), Some(orka), Some(scale_sets)) => Ok(Config {
             github,
@@ -226,7 +301,7 @@ fn logging(b: &mut Builder) -> LoggingSettings {
 /// A readable PEM file holding at least one certificate.
 fn ca_bundle(raw: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(raw.trim());
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let text = files::read_regular_file(&path)?;
     if text.contains("-----BEGIN CERTIFICATE-----") {
         Ok(path)
     } else {
@@ -250,6 +325,7 @@ fn github_scope(raw: &str) -> Result<GitHubScope, String> {
 fn github(b: &mut Builder) -> Option<GitHubSettings> {
     let parsed = b.required("GITHUB_URL", |raw| {
         let url = values::parse_http_url(raw)?;
+        values::reject_userinfo(&url)?;
         let scope = github_scope(raw)?;
         Ok((url, scope))
     });
@@ -302,8 +378,8 @@ fn github_auth(b: &mut Builder, scope: Option<&GitHubScope>) -> Option<GitHubAut
         }
         return Some(GitHubAuth::Pat(pat));
     }
-    if b.is_set("GITHUB_PAT_FILE") {
-        return None; // the file problem is already reported
+    if b.is_set("GITHUB_PAT") || b.is_set("GITHUB_PAT_FILE") {
+        return None; // the PAT's problem is already reported
     }
     if matches!(scope, Some(GitHubScope::Enterprise { .. })) {
         b.problem(
@@ -350,13 +426,14 @@ fn app_private_key(b: &mut Builder) -> Option<SecretString> {
         }
     };
     use secrecy::ExposeSecret;
-    let text = key.expose_secret();
-    if !(text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----")) {
-        let label = b.layered.label(setting);
-        b.problems.push(Problem::new(label, "is not a PEM private key (-----BEGIN … PRIVATE KEY-----)"));
-        return None;
+    match app_key::check(key.expose_secret()) {
+        Ok(key) => Some(key),
+        Err(reason) => {
+            let label = b.layered.label(setting);
+            b.problems.push(Problem::new(label, reason));
+            None
+        }
     }
-    Some(key)
 }
 
 fn namespace(raw: &str) -> Result<String, String> {
@@ -368,9 +445,12 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
     if !b.is_set("ORKA_URL") {
         b.problems.push(Problem::new("ORKA_URL", "is required"));
     }
-    let url = b.optional_orka("ORKA_URL", orka_client::normalize_base_url);
+    let url = b.optional("ORKA_URL", |raw| {
+        values::reject_userinfo(&values::parse_http_url(raw)?)?;
+        orka_client::normalize_base_url(raw.trim()).map_err(orka_reason)
+    });
     let token = b.secret("ORKA_TOKEN");
-    if token.is_none() && !b.is_set("ORKA_TOKEN_FILE") {
+    if !b.is_set("ORKA_TOKEN") && !b.is_set("ORKA_TOKEN_FILE") {
         b.problems.push(Problem::new("ORKA_TOKEN", "is required (or ORKA_TOKEN_FILE)"));
     }
     // The runner lives in /Users/<user>/actions-runner: a macOS short name, nothing a shell
@@ -412,7 +492,8 @@ fn orka(b: &mut Builder) -> Option<OrkaSettings> {
         }
         (false, false) => None,
     };
-    let deploy_timeout = b.duration("ORKA_DEPLOY_TIMEOUT", Duration::from_secs(600), true);
+    let deploy_timeout =
+        b.duration("ORKA_DEPLOY_TIMEOUT", Duration::from_secs(600), min::ORKA_DEPLOY_TIMEOUT);
     let ca_bundle = b.optional("ORKA_CA_BUNDLE", ca_bundle);
     Some(OrkaSettings {
         url: url?,
@@ -449,7 +530,7 @@ fn scale_sets(b: &mut Builder) -> Option<Vec<ScaleSetSettings>> {
         labels: b.or_default("RUNNER_LABELS", Vec::new(), values::parse_label_list),
         min_runners: b.or_default("MIN_RUNNERS", 0, |raw| values::parse_u32_in(raw, 0, MAX_RUNNERS_LIMIT)),
         max_runners: b.or_default("MAX_RUNNERS", 9000, |raw| values::parse_u32_in(raw, 1, MAX_RUNNERS_LIMIT)),
-        idle_grace: b.duration("RUNNER_IDLE_GRACE", Duration::from_secs(300), false),
+        idle_grace: b.duration("RUNNER_IDLE_GRACE", Duration::from_secs(300), Duration::ZERO),
     };
     let runners_from_env =
         matches!(b.layered.get("RUNNERS"), Some((_, Provenance::Environment | Provenance::EnvFile)));

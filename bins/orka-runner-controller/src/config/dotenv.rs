@@ -23,17 +23,31 @@ pub struct ParseError {
     pub reason: &'static str,
 }
 
+/// What a file yielded: the statements that parsed, and one error per statement that did
+/// not. A bad statement never discards the good ones around it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// The pairs in file order (a later duplicate wins when collected).
+    pub pairs: Vec<(String, String)>,
+    /// The statements that could not be parsed, in file order.
+    pub errors: Vec<ParseError>,
+}
+
 /// Parses `text`; `environment` resolves `$VAR` not defined earlier in the file.
-/// Returns the pairs in file order (a later duplicate wins when collected).
-pub fn parse(
-    text: &str,
-    environment: &BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, ParseError> {
-    let text = text.replace("\r\n", "\n").replace("---\n", "\n");
+///
+/// Like godotenv, the only rewrite of the text is `\r\n` → `\n`: a quoted value spanning
+/// lines comes back byte for byte. A leading UTF-8 byte-order mark (Windows editors write
+/// one) is ignored. After a bad statement, parsing resumes on the next line; after a quote
+/// that is never closed it stops, since the rest of the file would be read as that value.
+pub fn parse(text: &str, environment: &BTreeMap<String, String>) -> Parsed {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text).replace("\r\n", "\n");
     let chars: Vec<char> = text.chars().collect();
     let mut pos = 0;
-    let mut out: Vec<(String, String)> = Vec::new();
-    let line_of = |at: usize| chars[..at.min(chars.len())].iter().filter(|c| **c == '\n').count() + 1;
+    let mut parsed = Parsed::default();
+    // Line numbers are counted incrementally: the file is walked once.
+    let (mut line, mut counted_to) = (1, 0);
+    let next_line =
+        |from: usize| chars[from..].iter().position(|c| *c == '\n').map_or(chars.len(), |i| from + i + 1);
     loop {
         // Statement start: skip blanks, newlines and comment lines.
         while pos < chars.len() && chars[pos].is_whitespace() {
@@ -43,93 +57,111 @@ pub fn parse(
             break;
         }
         if chars[pos] == '#' {
-            while pos < chars.len() && chars[pos] != '\n' {
-                pos += 1;
-            }
+            pos = next_line(pos);
             continue;
         }
         let start = pos;
-        let line = line_of(start);
-        // Optional `export `.
-        let rest: String = chars[pos..chars.len().min(pos + 7)].iter().collect();
-        if rest.starts_with("export") && rest.chars().nth(6).is_some_and(is_blank) {
-            pos += 6;
-            while pos < chars.len() && is_blank(chars[pos]) {
-                pos += 1;
+        line += chars[counted_to..start].iter().filter(|c| **c == '\n').count();
+        counted_to = start;
+        match statement(&chars, &mut pos, line, &parsed.pairs, environment) {
+            Ok(pair) => parsed.pairs.push(pair),
+            Err(error) => {
+                let unclosed = error.reason == UNCLOSED_QUOTE;
+                parsed.errors.push(error);
+                if unclosed {
+                    break;
+                }
+                pos = next_line(start);
             }
         }
-        // Key up to `=` or `:`.
-        let key_start = pos;
-        let key_end = loop {
-            let Some(&c) = chars.get(pos) else {
-                return Err(ParseError { line, name: None, reason: "a line has a name but no '='" });
-            };
-            match c {
-                '=' | ':' => break pos,
-                c if is_blank(c) || c.is_alphanumeric() || c == '_' || c == '.' => pos += 1,
-                _ => {
-                    return Err(ParseError {
-                        line,
-                        name: None,
-                        reason: "unexpected character in a variable name",
-                    });
-                }
-            }
-        };
-        let name: String = chars[key_start..key_end].iter().collect::<String>().trim().to_owned();
-        if name.is_empty() {
-            return Err(ParseError { line, name: None, reason: "a line starts with '=' (no variable name)" });
-        }
-        pos = key_end + 1;
-        while pos < chars.len() && is_blank(chars[pos]) {
-            pos += 1;
-        }
-        let lookup = |name: &str, out: &[(String, String)]| -> String {
-            out.iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .or_else(|| environment.get(name).cloned())
-                .unwrap_or_default()
-        };
-        let value = match chars.get(pos) {
-            Some(&quote @ ('"' | '\'')) => {
-                let mut end = pos + 1;
-                while end < chars.len() && !(chars[end] == quote && chars[end - 1] != '\\') {
-                    end += 1;
-                }
-                if end >= chars.len() {
-                    return Err(ParseError {
-                        line,
-                        name: Some(name),
-                        reason: "a quoted value is not closed",
-                    });
-                }
-                let inner: String = chars[pos + 1..end].iter().collect();
-                pos = end + 1;
-                if quote == '"' { expand(&unescape(&inner), &|n| lookup(n, &out)) } else { inner }
-            }
-            _ => {
-                let end = chars[pos..]
-                    .iter()
-                    .position(|c| *c == '\n' || *c == '\r')
-                    .map_or(chars.len(), |i| pos + i);
-                let mut value_end = end;
-                // The last ` #` on the line starts a comment.
-                for i in (pos + 1..end).rev() {
-                    if chars[i] == '#' && is_blank(chars[i - 1]) {
-                        value_end = i;
-                        break;
-                    }
-                }
-                let raw: String = chars[pos..value_end].iter().collect();
-                pos = end;
-                expand(raw.trim_matches(is_blank), &|n| lookup(n, &out))
-            }
-        };
-        out.push((name, value));
     }
-    Ok(out)
+    parsed
+}
+
+const UNCLOSED_QUOTE: &str = "a quoted value is not closed";
+
+/// Parses the statement at `*pos` (blanks and comments already skipped), moving `*pos`
+/// past it.
+fn statement(
+    chars: &[char],
+    pos: &mut usize,
+    line: usize,
+    earlier: &[(String, String)],
+    environment: &BTreeMap<String, String>,
+) -> Result<(String, String), ParseError> {
+    // Optional `export `.
+    let rest: String = chars[*pos..chars.len().min(*pos + 7)].iter().collect();
+    if rest.starts_with("export") && rest.chars().nth(6).is_some_and(is_blank) {
+        *pos += 6;
+        while *pos < chars.len() && is_blank(chars[*pos]) {
+            *pos += 1;
+        }
+    }
+    // Key up to `=` or `:`.
+    let key_start = *pos;
+    let key_end = loop {
+        let Some(&c) = chars.get(*pos) else {
+            return Err(ParseError { line, name: None, reason: "a line has a name but no '='" });
+        };
+        match c {
+            '=' | ':' => break *pos,
+            c if is_blank(c) || c.is_alphanumeric() || c == '_' || c == '.' => *pos += 1,
+            _ => {
+                return Err(ParseError {
+                    line,
+                    name: None,
+                    reason: "unexpected character in a variable name",
+                });
+            }
+        }
+    };
+    let name: String = chars[key_start..key_end].iter().collect::<String>().trim().to_owned();
+    if name.is_empty() {
+        return Err(ParseError { line, name: None, reason: "a line starts with '=' (no variable name)" });
+    }
+    *pos = key_end + 1;
+    while *pos < chars.len() && is_blank(chars[*pos]) {
+        *pos += 1;
+    }
+    let lookup = |name: &str| -> String {
+        earlier
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| environment.get(name).cloned())
+            .unwrap_or_default()
+    };
+    let value = match chars.get(*pos) {
+        Some(&quote @ ('"' | '\'')) => {
+            let mut end = *pos + 1;
+            while end < chars.len() && !(chars[end] == quote && chars[end - 1] != '\\') {
+                end += 1;
+            }
+            if end >= chars.len() {
+                return Err(ParseError { line, name: Some(name), reason: UNCLOSED_QUOTE });
+            }
+            let inner: String = chars[*pos + 1..end].iter().collect();
+            *pos = end + 1;
+            if quote == '"' { expand(&unescape(&inner), &lookup) } else { inner }
+        }
+        _ => {
+            let end =
+                chars[*pos..].iter().position(|c| *c == '\n' || *c == '\r').map_or(chars.len(), |i| *pos + i);
+            let mut value_end = end;
+            // The last ` #` on the line starts a comment.
+            for i in (*pos + 1..end).rev() {
+                if chars[i] == '#' && is_blank(chars[i - 1]) {
+                    value_end = i;
+                    break;
+                }
+            }
+            let raw: String = chars[*pos..value_end].iter().collect();
+            *pos = end;
+            expand(raw.trim_matches(is_blank), &lookup)
+        }
+    };
+    Ok((name, value))
 }
 
 fn is_blank(c: char) -> bool {
@@ -199,10 +231,13 @@ mod tests {
     use super::*;
 
     fn parse_map(text: &str) -> BTreeMap<String, String> {
-        parse(text, &BTreeMap::from([("HOME".to_owned(), "/home/orka".to_owned())]))
-            .unwrap()
-            .into_iter()
-            .collect()
+        let parsed = parse(text, &BTreeMap::from([("HOME".to_owned(), "/home/orka".to_owned())]));
+        assert_eq!(parsed.errors, vec![], "{text:?}");
+        parsed.pairs.into_iter().collect()
+    }
+
+    fn first_error(text: &str) -> ParseError {
+        parse(text, &BTreeMap::new()).errors.into_iter().next().expect("a parse error")
     }
 
     #[test]
@@ -248,12 +283,50 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_not_the_value() {
-        let err = parse("A=1\nTOKEN='s3cret\n", &BTreeMap::new()).unwrap_err();
+        let err = first_error("A=1\nTOKEN='s3cret\n");
         assert_eq!((err.line, err.name.as_deref()), (2, Some("TOKEN")));
-        let err = parse("A=1\n\nnot a statement\n", &BTreeMap::new()).unwrap_err();
+        let err = first_error("A=1\n\nnot a statement\n");
         assert_eq!(err.line, 3);
-        let err = parse("BAD-NAME=1\n", &BTreeMap::new()).unwrap_err();
+        let err = first_error("BAD-NAME=1\n");
         assert_eq!(err.line, 1);
+    }
+
+    /// A real multi-line PEM written between double quotes, as operators paste it.
+    const MULTI_LINE_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAwAPswrBdMywuLd/EUhPm\nnCH9D1IU6OE/R4/P8Iny/F9ywRd+\n-----END RSA PRIVATE KEY-----\n";
+
+    #[test]
+    fn multi_line_double_quoted_values_round_trip_byte_for_byte() {
+        let vars = parse_map(&format!("GITHUB_APP_PRIVATE_KEY=\"{MULTI_LINE_PEM}\"\nNEXT=1\n"));
+        assert_eq!(vars["GITHUB_APP_PRIVATE_KEY"], MULTI_LINE_PEM);
+        assert_eq!(vars["NEXT"], "1");
+        // The same with Windows line ends: only CRLF becomes LF.
+        let crlf = format!("KEY=\"{}\"\r\nNEXT=1\r\n", MULTI_LINE_PEM.replace('\n', "\r\n"));
+        assert_eq!(parse_map(&crlf)["KEY"], MULTI_LINE_PEM);
+    }
+
+    #[test]
+    fn values_ending_in_dashes_are_kept() {
+        let vars = parse_map("A=x---\nB='y---\n'\nC=3\n");
+        assert_eq!((vars["A"].as_str(), vars["B"].as_str(), vars["C"].as_str()), ("x---", "y---\n", "3"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let vars = parse_map("\u{feff}LOG_LEVEL=debug\n");
+        assert_eq!(vars["LOG_LEVEL"], "debug");
+    }
+
+    #[test]
+    fn a_bad_line_does_not_discard_the_others() {
+        let parsed = parse("A=1\nnot a statement\nB=2\nBAD-NAME=3\nC=4\n", &BTreeMap::new());
+        let names: Vec<&str> = parsed.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C"]);
+        let lines: Vec<usize> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4]);
+        // An unclosed quote ends parsing (the rest would be its value) but keeps what came before.
+        let parsed = parse("A=1\nTOKEN=\"open\nB=2\n", &BTreeMap::new());
+        assert_eq!(parsed.pairs, vec![("A".to_owned(), "1".to_owned())]);
+        assert_eq!(parsed.errors.len(), 1);
     }
 }
 
@@ -270,10 +343,17 @@ mod properties {
         }
 
         #[test]
+        // Double-quoted values without escapes or `$` come back unchanged, newlines included.
+        fn double_quoted_multi_line_values_round_trip(name in "[A-Z][A-Z0-9_]{0,10}", value in "[A-Za-z0-9 /+=\n-]{0,60}") {
+            let parsed = parse(&format!("{name}=\"{value}\"\n"), &BTreeMap::new());
+            prop_assert_eq!(parsed.pairs, vec![(name, value)]);
+        }
+
+        #[test]
         // Values that do not start with a quote are taken verbatim, inner quotes included.
         fn unquoted_simple_values_round_trip(name in "[A-Z][A-Z0-9_]{0,10}", value in "([A-Za-z0-9_./:,\\[\\]{}-][A-Za-z0-9_./:,\\[\\]{}\"-]{0,30})?") {
-            let parsed = parse(&format!("{name}={value}\n"), &BTreeMap::new()).unwrap();
-            prop_assert_eq!(parsed, vec![(name, value)]);
+            let parsed = parse(&format!("{name}={value}\n"), &BTreeMap::new());
+            prop_assert_eq!(parsed.pairs, vec![(name, value)]);
         }
     }
 }

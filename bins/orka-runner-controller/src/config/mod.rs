@@ -12,9 +12,12 @@
 //! namespace, `ORKA_VM_METADATA`, `ORKA_NODE_IP_MAPPING`) are orka-client's validators, so
 //! the client and the configuration cannot disagree.
 
+mod app_key;
 mod build;
-mod dotenv;
+pub mod dotenv;
 mod error;
+mod files;
+mod redact;
 pub mod settings;
 mod sources;
 pub mod values;

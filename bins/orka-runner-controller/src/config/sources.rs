@@ -6,13 +6,14 @@
 //! file, filtering the environment to known names and checking config-file keys. It does
 //! not parse values (see `values`) or decide defaults (see `build`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::dotenv;
 use super::error::Problem;
+use super::redact;
 use super::settings;
 
 /// Which `.env` file to read.
@@ -119,6 +120,11 @@ pub struct Layered {
     pub problems: Vec<Problem>,
     /// Notes worth a log line (e.g. an ignored value).
     pub notes: Vec<String>,
+    /// Variables whose `.env` statement could not be parsed: a missing value for them is
+    /// already explained, so "is required" would only mislead.
+    pub unparsed: BTreeSet<String>,
+    /// The `.env` file could not be read at all: every "is required" may be its fault.
+    pub env_file_unreadable: bool,
 }
 
 impl Layered {
@@ -145,9 +151,15 @@ pub fn read(sources: &Sources) -> Layered {
     let mut env: BTreeMap<String, (String, Provenance)> = BTreeMap::new();
     match &sources.env_file {
         EnvFile::Skip => {}
-        EnvFile::Optional(path) if !path.exists() => {}
-        EnvFile::Optional(path) | EnvFile::Required(path) => {
-            read_env_file(path, &sources.environment, &mut env, &mut layered.problems);
+        // Only a path that is not there at all is skipped: a dangling symlink is reported.
+        EnvFile::Optional(path) if std::fs::symlink_metadata(path).is_err() => {}
+        EnvFile::Optional(path) => {
+            let label = format!(".env file {}", path.display());
+            read_env_file(path, &label, &sources.environment, &mut env, &mut layered);
+        }
+        EnvFile::Required(path) => {
+            let label = format!("--env-file {}", path.display());
+            read_env_file(path, &label, &sources.environment, &mut env, &mut layered);
         }
     }
     for (name, value) in &sources.environment {
@@ -157,14 +169,18 @@ pub fn read(sources: &Sources) -> Layered {
     env.retain(|name, (value, _)| !value.trim().is_empty() && settings::is_known_variable(name));
 
     let mut builder = config::Config::builder();
+    let mut config_text = String::new();
     if let Some(path) = &sources.config_file {
-        if !path.exists() {
-            layered
-                .problems
-                .push(Problem::new("--config", format!("file {} does not exist", path.display())));
-            return layered;
+        match read_config_file(path) {
+            Ok((file, text)) => {
+                builder = builder.add_source(file);
+                config_text = text;
+            }
+            Err(reason) => {
+                layered.problems.push(Problem::new("--config", reason));
+                return layered;
+            }
         }
-        builder = builder.add_source(config::File::from(path.as_path()).required(true));
     }
     // No prefix and no separator: `ORKA_VM_CONFIG` is the flat key `orka_vm_config`, never
     // a nested `orka.vm.config` (see the separator test).
@@ -174,7 +190,10 @@ pub fn read(sources: &Sources) -> Layered {
         Ok(table) => table,
         Err(e) => {
             let file = sources.config_file.as_deref().map_or_else(String::new, |p| p.display().to_string());
-            layered.problems.push(Problem::new("--config", format!("cannot read config file {file}: {e}")));
+            let reason = redact::parse_error(&e.to_string(), &config_text);
+            layered
+                .problems
+                .push(Problem::new("--config", format!("cannot read config file {file}: {reason}")));
             return layered;
         }
     };
@@ -217,32 +236,55 @@ pub fn read(sources: &Sources) -> Layered {
     layered
 }
 
+/// A config file's text as a `config` source.
+type ConfigFileSource = config::File<config::FileSourceString, config::FileFormat>;
+
+/// The config file as a `config` source, its format chosen by extension, and its text.
+/// The text is read here (not by the `config` crate) so that odd files are refused, not
+/// waited on, and so that parse errors can be scrubbed of it.
+fn read_config_file(path: &Path) -> Result<(ConfigFileSource, String), String> {
+    let format = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("toml") => config::FileFormat::Toml,
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => return Err(format!("{} must end in .toml, .yaml or .yml", path.display())),
+    };
+    let text = super::files::read_regular_file(path)?;
+    Ok((config::File::from_str(&text, format).required(true), text))
+}
+
+/// At most this many `.env` parse errors are listed; the rest are counted.
+const MAX_LISTED_PARSE_ERRORS: usize = 10;
+
 fn read_env_file(
     path: &Path,
+    label: &str,
     environment: &BTreeMap<String, String>,
     env: &mut BTreeMap<String, (String, Provenance)>,
-    problems: &mut Vec<Problem>,
+    layered: &mut Layered,
 ) {
-    let text = match std::fs::read_to_string(path) {
+    let text = match super::files::read_regular_file(path) {
         Ok(text) => text,
-        Err(e) => {
-            problems.push(Problem::new("--env-file", format!("cannot read {}: {e}", path.display())));
+        Err(reason) => {
+            layered.problems.push(Problem::new(label, reason));
+            layered.env_file_unreadable = true;
             return;
         }
     };
-    match dotenv::parse(&text, environment) {
-        Ok(pairs) => {
-            for (name, value) in pairs {
-                env.insert(name, (value, Provenance::EnvFile));
-            }
-        }
-        Err(e) => {
-            // Never echo the text: it may hold a secret.
-            let name = e.name.map_or_else(String::new, |n| format!(" ({n})"));
-            problems.push(Problem::new(
-                format!(".env file {}", path.display()),
-                format!("line {}{name}: {}", e.line, e.reason),
-            ));
-        }
+    let parsed = dotenv::parse(&text, environment);
+    for (name, value) in parsed.pairs {
+        env.insert(name, (value, Provenance::EnvFile));
+    }
+    layered.unparsed.extend(parsed.errors.iter().filter_map(|e| e.name.clone()));
+    let unlisted = parsed.errors.len().saturating_sub(MAX_LISTED_PARSE_ERRORS);
+    for e in parsed.errors.into_iter().take(MAX_LISTED_PARSE_ERRORS) {
+        // Never echo the text: it may hold a secret.
+        let reason = match &e.name {
+            Some(name) => format!("{} (variable {name}); the value is not shown", e.reason),
+            None => format!("{}; the line is not shown", e.reason),
+        };
+        layered.problems.push(Problem::new(format!("{}:{}", path.display(), e.line), reason));
+    }
+    if unlisted > 0 {
+        layered.problems.push(Problem::new(label, format!("{unlisted} more lines cannot be parsed")));
     }
 }

@@ -8,7 +8,11 @@ use secrecy::ExposeSecret;
 
 use super::*;
 
-const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAtest\n-----END RSA PRIVATE KEY-----\n";
+/// A real RSA key in GitHub's PKCS#1 encoding (generated per test process by testkit): the
+/// App key is checked by signing.
+fn pem() -> &'static str {
+    testkit::github::test_app_private_key_pkcs1_pem()
+}
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -44,7 +48,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn a_go_integration_env_file_parses_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let key = write(dir.path(), "github-app.pem", PEM);
+    let key = write(dir.path(), "github-app.pem", pem());
     // The shape of the Go integration's example `.env`, as operators fill it in.
     let dotenv = format!(
         r#"# GitHub App
@@ -166,7 +170,8 @@ fn a_missing_default_env_file_is_fine_but_a_missing_explicit_one_is_not() {
     assert!(load(&optional).is_ok());
     let required = Sources { environment: minimal(), env_file: EnvFile::Required(absent), config_file: None };
     let err = load(&required).unwrap_err();
-    assert_eq!(err.settings(), vec!["--env-file"]);
+    assert_eq!(err.settings(), vec![format!("--env-file {}", dir.path().join(".env").display())]);
+    assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
 #[test]
@@ -271,7 +276,7 @@ fn secrets_can_come_from_files() {
     let dir = tempfile::tempdir().unwrap();
     let token = write(dir.path(), "orka-token", "token-from-file\n");
     let password = write(dir.path(), "vm-password", "pw-from-file");
-    let key = write(dir.path(), "app.pem", PEM);
+    let key = write(dir.path(), "app.pem", pem());
     let environment = with(minimal(), &[]);
     let mut environment: BTreeMap<_, _> =
         environment.into_iter().filter(|(k, _)| k != "ORKA_TOKEN" && k != "GITHUB_PAT").collect();
@@ -564,4 +569,246 @@ fn ca_bundles_must_hold_certificates() {
     ))
     .unwrap_err();
     assert_eq!(err.settings(), vec!["GITHUB_CA_BUNDLE", "ORKA_CA_BUNDLE"], "{err}");
+}
+
+// ---- Hostile and careless input: each test below failed before its fix. ----
+
+/// The minimal environment as `.env` lines.
+fn minimal_dotenv() -> String {
+    minimal().iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+fn app_env(key_setting: (&str, &str)) -> BTreeMap<String, String> {
+    let mut environment: BTreeMap<_, _> = minimal().into_iter().filter(|(k, _)| k != "GITHUB_PAT").collect();
+    environment.extend(env(&[("GITHUB_APP_ID", "7"), ("GITHUB_APP_INSTALLATION_ID", "8"), key_setting]));
+    environment
+}
+
+fn app_key(config: &Config) -> &str {
+    match &config.github.auth {
+        GitHubAuth::App { private_key, .. } => private_key.expose_secret(),
+        GitHubAuth::Pat(_) => panic!("expected App authentication"),
+    }
+}
+
+fn env_file_sources(dir: &Path, text: &str, environment: BTreeMap<String, String>) -> Sources {
+    let path = write(dir, ".env", text);
+    Sources { environment, env_file: EnvFile::Optional(path), config_file: None }
+}
+
+#[test]
+fn a_multi_line_app_key_in_double_quotes_round_trips_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "GITHUB_APP_ID=7\nGITHUB_APP_INSTALLATION_ID=8\nGITHUB_APP_PRIVATE_KEY=\"{}\"\nLOG_LEVEL=debug\n",
+        pem()
+    );
+    let environment: BTreeMap<_, _> = minimal().into_iter().filter(|(k, _)| k != "GITHUB_PAT").collect();
+    let config = load(&env_file_sources(dir.path(), &text, environment)).unwrap();
+    assert_eq!(app_key(&config), pem());
+}
+
+#[test]
+fn a_value_ending_in_dashes_is_not_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let environment: BTreeMap<_, _> = minimal().into_iter().filter(|(k, _)| k != "ORKA_TOKEN").collect();
+    let config =
+        load(&env_file_sources(dir.path(), "ORKA_TOKEN=abc---\nLOG_LEVEL=warn\n", environment)).unwrap();
+    assert_eq!(config.orka.token.expose_secret(), "abc---");
+}
+
+#[test]
+fn a_byte_order_mark_in_the_env_file_is_tolerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("\u{feff}{}", minimal_dotenv());
+    let config = load(&env_file_sources(dir.path(), &text, BTreeMap::new())).unwrap();
+    assert_eq!(config.scale_sets[0].name, "orka-mac");
+}
+
+#[test]
+fn env_file_read_errors_name_the_file_not_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let as_dir = dir.path().join(".env");
+    std::fs::create_dir(&as_dir).unwrap();
+    let sources =
+        Sources { environment: minimal(), env_file: EnvFile::Optional(as_dir.clone()), config_file: None };
+    let err = load(&sources).unwrap_err();
+    assert_eq!(err.settings(), vec![format!(".env file {}", as_dir.display())]);
+    assert!(err.to_string().contains("directory"), "{err}");
+}
+
+#[test]
+fn a_dangling_env_file_symlink_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink(dir.path().join("gone.env"), &link).unwrap();
+    let sources = Sources { environment: minimal(), env_file: EnvFile::Optional(link), config_file: None };
+    let err = load(&sources).unwrap_err();
+    assert!(err.to_string().contains("symlink") && err.to_string().contains("gone.env"), "{err}");
+}
+
+#[test]
+fn one_bad_env_line_keeps_the_rest_and_adds_no_required_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{}this line is broken\nORKA_TOKEN='unclosed-s3cret\n", minimal_dotenv());
+    let environment = BTreeMap::new();
+    let err = load(&env_file_sources(dir.path(), &text, environment)).unwrap_err();
+    let path = dir.path().join(".env");
+    assert_eq!(
+        err.settings(),
+        vec![format!("{}:7", path.display()), format!("{}:8", path.display())],
+        "only the two bad lines, by file:line, and no 'is required': {err}"
+    );
+    assert!(!err.to_string().contains("unclosed-s3cret"), "{err}");
+    assert!(!err.to_string().contains("broken"), "the line is not echoed: {err}");
+}
+
+#[test]
+fn an_unreadable_env_file_adds_no_required_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink(dir.path().join("gone.env"), &link).unwrap();
+    let sources =
+        Sources { environment: BTreeMap::new(), env_file: EnvFile::Optional(link), config_file: None };
+    let err = load(&sources).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+}
+
+#[test]
+fn non_rsa_app_keys_are_configuration_errors() {
+    for (pem, kind) in [
+        (include_str!("fixtures/ec_key.pem"), "EC"),
+        (include_str!("fixtures/ed25519_key.pem"), "Ed25519"),
+        (&pem().replace("MIIE", "AAAA"), "RSA"),
+    ] {
+        let err = load_env(app_env(("GITHUB_APP_PRIVATE_KEY", pem))).unwrap_err();
+        assert_eq!(err.settings(), vec!["GITHUB_APP_PRIVATE_KEY"], "{err}");
+        assert!(err.to_string().contains(kind), "{err}");
+        let body: String = pem.lines().nth(1).unwrap().to_owned();
+        assert!(!err.to_string().contains(&body), "key material leaked: {err}");
+    }
+}
+
+#[test]
+fn app_keys_with_literal_newline_escapes_are_accepted() {
+    let escaped = pem().trim_end().replace('\n', "\\n");
+    let config = load_env(app_env(("GITHUB_APP_PRIVATE_KEY", &escaped))).unwrap();
+    assert_eq!(app_key(&config), pem().trim_end());
+}
+
+#[test]
+fn tokens_with_line_breaks_are_rejected_by_name() {
+    for name in ["ORKA_TOKEN", "GITHUB_PAT", "GITHUB_TOKEN"] {
+        let err = load_env(with(minimal(), &[(name, "first-half-s3cret\nsecond-half")])).unwrap_err();
+        assert_eq!(err.settings(), vec![name], "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "orka-token", "line-one-s3cret\nline-two\n");
+    let environment: BTreeMap<_, _> = minimal().into_iter().filter(|(k, _)| k != "ORKA_TOKEN").collect();
+    let err = load_env(with(environment, &[("ORKA_TOKEN_FILE", token.to_str().unwrap())])).unwrap_err();
+    assert_eq!(err.settings(), vec!["ORKA_TOKEN_FILE"], "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    // A multi-line password is the operator's business.
+    assert!(load_env(with(minimal(), &[("ORKA_VM_PASSWORD", "a\nb")])).is_ok());
+}
+
+#[test]
+fn config_file_parse_errors_do_not_print_the_secret_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            "bad.toml",
+            "github_url = \"https://github.com/acme\"\norka_token = \"tok-s3cret-value\" trailing\n",
+        ),
+        ("bad2.toml", "orka_token = \"tok-s3cret-value\n"),
+        ("bad.yaml", "github_url: https://github.com/acme\norka_token: \"tok-s3cret-value\n  nope: [\n"),
+        ("bad2.yaml", "orka_token: tok-s3cret-value\n- list\n"),
+    ] {
+        let err = load(&file_sources(dir.path(), name, text, BTreeMap::new())).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("cannot read config file"), "{message}");
+        assert!(!message.contains("tok-s3cret-value"), "{name}: {message}");
+    }
+}
+
+#[test]
+fn urls_with_credentials_are_rejected_without_echoing_them() {
+    for (name, url) in [
+        ("GITHUB_URL", "https://octo:gh-pw-s3cret@github.com/acme"),
+        ("ORKA_URL", "http://admin:orka-pw-s3cret@10.221.188.20"),
+        ("ORKA_URL", "http://orka-pw-s3cret@10.221.188.20"),
+    ] {
+        let err = load_env(with(minimal(), &[(name, url)])).unwrap_err();
+        assert_eq!(err.settings(), vec![name], "{err}");
+        let message = err.to_string();
+        assert!(message.contains("user name or password"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+    // The same through the config file, and as an unparsable URL.
+    let dir = tempfile::tempdir().unwrap();
+    let text = "orka_url = \"http://u:orka-pw-s3cret@o\"\n";
+    let err = load(&file_sources(dir.path(), "c.toml", text, minimal_without("ORKA_URL"))).unwrap_err();
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    let err = load_env(with(minimal(), &[("GITHUB_RUNNER_DOWNLOAD_URL", "https://u:dl-s3cret@x/{bad}")]))
+        .unwrap_err();
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+fn minimal_without(name: &str) -> BTreeMap<String, String> {
+    minimal().into_iter().filter(|(k, _)| k != name).collect()
+}
+
+#[test]
+fn intervals_have_lower_bounds() {
+    for name in [
+        "VM_TRACKER_INTERVAL",
+        "PROBE_INTERVAL",
+        "PROBE_TIMEOUT",
+        "METRICS_POLL_INTERVAL",
+        "RUNNER_DEREGISTRATION_POLL_INTERVAL",
+        "RUNNER_DEREGISTRATION_TIMEOUT",
+        "ORKA_DEPLOY_TIMEOUT",
+    ] {
+        let err = load_env(with(minimal(), &[(name, "1ns")])).unwrap_err();
+        assert_eq!(err.settings(), vec![name], "{err}");
+        assert!(err.to_string().contains("must be at least"), "{err}");
+    }
+    // The fast values the test world uses stay valid.
+    let fast = [
+        ("VM_TRACKER_INTERVAL", "3s"),
+        ("PROBE_INTERVAL", "1s"),
+        ("RUNNER_DEREGISTRATION_POLL_INTERVAL", "200ms"),
+        ("RUNNER_DEREGISTRATION_TIMEOUT", "3s"),
+    ];
+    assert!(load_env(with(minimal(), &fast)).is_ok());
+}
+
+/// Runs `load` on a thread and gives up after a generous bound (a blocked read would
+/// otherwise hang the test run).
+fn load_with_deadline(sources: Sources) -> Result<Config, ConfigError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&sources));
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("load blocked on a file")
+}
+
+#[test]
+fn a_fifo_secret_file_is_refused_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("orka-token");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let environment = with(minimal_without("ORKA_TOKEN"), &[("ORKA_TOKEN_FILE", fifo.to_str().unwrap())]);
+    let err = load_with_deadline(Sources::environment_only(environment)).unwrap_err();
+    assert_eq!(err.settings(), vec!["ORKA_TOKEN_FILE"], "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    // The same for the .env file and the config file.
+    let sources =
+        Sources { environment: minimal(), env_file: EnvFile::Required(fifo.clone()), config_file: None };
+    assert!(load_with_deadline(sources).unwrap_err().to_string().contains("not a regular file"));
+    let toml_fifo = dir.path().join("c.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&toml_fifo).status().unwrap().success());
+    let sources = Sources { environment: minimal(), env_file: EnvFile::Skip, config_file: Some(toml_fifo) };
+    assert!(load_with_deadline(sources).unwrap_err().to_string().contains("not a regular file"));
 }

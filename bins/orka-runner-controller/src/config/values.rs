@@ -48,6 +48,16 @@ pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
     u64::try_from(nanos).map(Duration::from_nanos).map_err(|_| "is too large".to_owned())
 }
 
+/// Parses a Go duration of at least `min`. A zero `min` allows `0`; otherwise the message
+/// names the bound.
+pub fn parse_go_duration_at_least(raw: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_go_duration(raw)?;
+    if d < min {
+        return Err(format!("must be at least {}", humantime::format_duration(min)));
+    }
+    Ok(d)
+}
+
 fn scaled(number: &str, unit_nanos: u128) -> Result<u128, String> {
     let bad = || "is not a duration (examples: 30s, 5m, 1h30m, 500ms)".to_owned();
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
@@ -221,6 +231,19 @@ pub fn parse_http_url(raw: &str) -> Result<url::Url, String> {
         return Err("must start with http:// or https:// and name a host".into());
     }
     Ok(parsed)
+}
+
+/// Refuses a URL carrying `user:password@`: neither GitHub nor Orka reads credentials
+/// there (they belong in `GITHUB_PAT`/`ORKA_TOKEN`), and a password in a non-secret
+/// setting would be printed wherever the URL is. The message does not repeat the URL.
+pub fn reject_userinfo(url: &url::Url) -> Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        Ok(())
+    } else {
+        Err("must not contain a user name or password (user:password@…); put credentials in \
+             GITHUB_PAT, the GITHUB_APP_* settings or ORKA_TOKEN"
+            .into())
+    }
 }
 
 /// Parses a listen address: Go's `:8080` (all interfaces), `host:port` with an IP or

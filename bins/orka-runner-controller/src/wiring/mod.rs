@@ -154,10 +154,12 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
     };
     tracing::info!(runner_version = %version, "runner version");
     let owner = owner_name();
+    // Every scale set reads the same configuration: share it rather than copy it.
+    let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     let github: Arc<dyn ScaleSetApi> =
         Arc::new(MeteredGitHub { inner: clients.github.clone(), metrics: telemetry.metrics.clone() });
-    for scale_set in config.scale_sets.clone() {
+    for scale_set in &config.scale_sets {
         // The message loop turns at least once per long poll (≤ 90 s) or backoff (≤ 30 s).
         let heartbeat =
             Arc::new(telemetry.health.heartbeat(format!("scale set {}", scale_set.name), HEARTBEAT_SILENCE));
@@ -173,7 +175,7 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             fleets: Arc::new(FleetBuilder::new(
                 ClientSet {
                     vms: Arc::new(MeteredVms {
-                        inner: clients.orka_for(&scale_set),
+                        inner: clients.orka_for(scale_set),
                         metrics: telemetry.metrics.clone(),
                     }),
                     github: github.clone(),

@@ -37,7 +37,8 @@ pub(super) struct ClientSet {
 /// Builds (and keeps) the fleet and reconciler of one scale set.
 pub(super) struct FleetBuilder {
     clients: ClientSet,
-    config: Config,
+    /// Shared by every scale set's builder: one copy per process, not per scale set.
+    config: Arc<Config>,
     scale_set: ScaleSetSettings,
     runner_version: String,
     metrics: Arc<Metrics>,
@@ -49,7 +50,7 @@ impl FleetBuilder {
     /// A builder for `scale_set`; nothing is built until the scale set's id is known.
     pub(super) fn new(
         clients: ClientSet,
-        config: Config,
+        config: Arc<Config>,
         scale_set: ScaleSetSettings,
         runner_version: String,
         metrics: Arc<Metrics>,

@@ -13,6 +13,9 @@ use base64::Engine as _;
 pub(crate) struct PemKeyPair {
     /// PKCS#8 private key (`-----BEGIN PRIVATE KEY-----`).
     pub(crate) private: String,
+    /// The same private key as PKCS#1 (`-----BEGIN RSA PRIVATE KEY-----`), the encoding
+    /// GitHub hands out for App keys.
+    pub(crate) private_pkcs1: String,
     /// SubjectPublicKeyInfo public key (`-----BEGIN PUBLIC KEY-----`).
     pub(crate) public: String,
 }
@@ -34,7 +37,36 @@ fn generate() -> PemKeyPair {
     let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
     let private = pair.as_der().expect("PKCS#8 encoding");
     let public = pair.public_key().as_der().expect("SubjectPublicKeyInfo encoding");
-    PemKeyPair { private: pem("PRIVATE KEY", private.as_ref()), public: pem("PUBLIC KEY", public.as_ref()) }
+    PemKeyPair {
+        private: pem("PRIVATE KEY", private.as_ref()),
+        private_pkcs1: pem("RSA PRIVATE KEY", pkcs1_of_pkcs8(private.as_ref())),
+        public: pem("PUBLIC KEY", public.as_ref()),
+    }
+}
+
+/// Header and length of the DER element at the start of `der`: (header bytes, content bytes).
+fn der_element(der: &[u8]) -> (usize, usize) {
+    let first = der[1];
+    if first < 0x80 {
+        return (2, usize::from(first));
+    }
+    let count = usize::from(first & 0x7f);
+    let len = der[2..2 + count].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    (2 + count, len)
+}
+
+/// The RSAPrivateKey inside a PKCS#8 PrivateKeyInfo: SEQUENCE { version, algorithm,
+/// OCTET STRING { RSAPrivateKey } } — the octet string's content is the PKCS#1 key.
+fn pkcs1_of_pkcs8(der: &[u8]) -> &[u8] {
+    let (header, _) = der_element(der);
+    let mut rest = &der[header..];
+    for _ in 0..2 {
+        let (h, len) = der_element(rest);
+        rest = &rest[h + len..];
+    }
+    assert_eq!(rest[0], 0x04, "PKCS#8 private key octet string");
+    let (h, len) = der_element(rest);
+    &rest[h..h + len]
 }
 
 /// The key pair of [`crate::github::FakeApp::test`].
@@ -64,5 +96,10 @@ mod tests {
         assert!(a.private.lines().all(|l| l.len() <= 64));
         assert_ne!(a.private, b.private);
         assert_eq!(app().private, a.private, "generated once per process");
+        assert!(a.private_pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+        let pkcs1 = base64::engine::general_purpose::STANDARD
+            .decode(a.private_pkcs1.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap();
+        assert!(aws_lc_rs::rsa::KeyPair::from_der(&pkcs1).is_ok(), "the PKCS#1 form is a usable RSA key");
     }
 }
