@@ -87,7 +87,9 @@ pub struct FleetConfig {
     pub probe_concurrency: usize,
     /// Consecutive failed probes after which a runner GitHub does not report busy is retired.
     pub probe_strikes: u32,
-    /// A runner online this long without ever being given a job is recycled.
+    /// A runner online this long without ever being given a job is recycled by the probe,
+    /// retire first. A backstop: with a warm pool, set it well above
+    /// `scaling.warm_max_age`, which replaces a stale runner before retiring it.
     pub max_idle: Duration,
     /// How long a failed cleanup waits before the next tick tries again.
     pub cleanup_retry_interval: Duration,
@@ -114,7 +116,12 @@ impl FleetConfig {
             scale_set_name: scale_set_name.into(),
             vm_config: vm_config.into(),
             metadata: BTreeMap::new(),
-            scaling: ScalingConfig { max_runners: 9000, min_idle_runners: 0, idle_grace: minutes(5) },
+            scaling: ScalingConfig {
+                max_runners: 9000,
+                min_idle_runners: 0,
+                idle_grace: minutes(5),
+                warm_max_age: Some(minutes(4 * 60)),
+            },
             provisioning_concurrency: 8,
             deploy: StepPolicy::new(minutes(10), 3),
             jit: StepPolicy::new(Duration::from_secs(60), 4),

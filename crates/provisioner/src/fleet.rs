@@ -660,6 +660,7 @@ impl Shared {
                     } else {
                         e.stage.phase(now.saturating_duration_since(e.since))
                     },
+                    age: now.saturating_duration_since(e.created),
                 })
                 .collect();
             let plan = plan_runner_gap(&demand, &views, &self.config.scaling);

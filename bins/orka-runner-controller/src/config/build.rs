@@ -169,6 +169,8 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
         ),
         max_concurrent_provisions: b
             .or_default("MAX_CONCURRENT_PROVISIONS", 10, |raw| values::parse_u32_in(raw, 1, 10_000)),
+        warm_runner_max_age: Some(b.duration("WARM_RUNNER_MAX_AGE", Duration::from_secs(4 * 3600), false))
+            .filter(|age| !age.is_zero()),
     };
     let reconcile = ReconcileSettings {
         enabled: b.boolean("ENABLE_RECONCILIATION", true),

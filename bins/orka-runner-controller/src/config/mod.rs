@@ -183,6 +183,8 @@ pub struct RunnerSettings {
     pub deregistration_poll_interval: Duration,
     /// `MAX_CONCURRENT_PROVISIONS`.
     pub max_concurrent_provisions: u32,
+    /// `WARM_RUNNER_MAX_AGE`: idle runners whose VM is this old are recycled; `None` (0) never.
+    pub warm_runner_max_age: Option<Duration>,
 }
 
 /// Reconciliation and probing settings.
