@@ -79,8 +79,7 @@ fn bench(c: &mut Criterion) {
             },
             known_waiting_jobs: 3,
         };
-        let config =
-            ScalingConfig {
+        let config = ScalingConfig {
             max_runners: 5000,
             min_idle_runners: 2,
             idle_grace: Duration::from_secs(60),

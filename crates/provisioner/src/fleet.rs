@@ -665,12 +665,13 @@ impl Shared {
                 .collect();
             let plan = plan_runner_gap(&demand, &views, &self.config.scaling);
             let cancel = surplus_provisioning(&demand, &views, &self.config.scaling, &plan);
-            if plan.create == 0 && plan.retire.is_empty() && cancel == 0 {
+            if plan.create == 0 && plan.retire.is_empty() && plan.recycle.is_empty() && cancel == 0 {
                 return;
             }
             tracing::info!(
                 create = plan.create,
                 retire = plan.retire.len(),
+                recycle = plan.recycle.len(),
                 cancel,
                 assigned = demand.statistics.total_assigned_jobs,
                 running = demand.statistics.total_running_jobs,
@@ -696,8 +697,10 @@ impl Shared {
                 });
                 provision.push(name);
             }
-            for name in &plan.retire {
-                self.apply(&mut st, name, LifecycleEvent::Retire, Some(RetireReason::Surplus));
+            let surplus = plan.retire.iter().map(|name| (name, RetireReason::Surplus));
+            let stale = plan.recycle.iter().map(|name| (name, RetireReason::IdleTooLong));
+            for (name, reason) in surplus.chain(stale) {
+                self.apply(&mut st, name, LifecycleEvent::Retire, Some(reason));
                 if self.claim_retire(&mut st, name) {
                     retire.push(name.clone());
                 }
@@ -717,7 +720,11 @@ impl Shared {
                 entry.cancel.cancel();
                 tracing::info!(runner = %name, "stopping provisioning: no demand for it");
             }
-            self.emit(FleetEvent::Planned { create: plan.create, retire: plan.retire.len() as u32, cancel });
+            self.emit(FleetEvent::Planned {
+                create: plan.create,
+                retire: (plan.retire.len() + plan.recycle.len()) as u32,
+                cancel,
+            });
         }
         for name in provision {
             self.spawn_provision(name);

@@ -93,8 +93,10 @@ pub struct Demand {
 pub struct Plan {
     /// Runners to start now.
     pub create: u32,
-    /// Idle runners to retire now, by name.
+    /// Surplus idle runners to retire now, by name.
     pub retire: Vec<String>,
+    /// Stale idle runners (VM at least `warm_max_age` old) to retire now, by name.
+    pub recycle: Vec<String>,
 }
 
 /// The counts both planning functions start from.
@@ -150,8 +152,11 @@ pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &Scaling
     let mut stale: Vec<(&str, Duration)> =
         runners.iter().filter(|r| is_stale(r, config)).map(|r| (r.name.as_str(), r.age)).collect();
     stale.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let mut retire: Vec<String> =
-        stale.into_iter().take((t.stale_idle - keep_stale) as usize).map(|(name, _)| name.to_owned()).collect();
+    let recycle: Vec<String> = stale
+        .into_iter()
+        .take((t.stale_idle - keep_stale) as usize)
+        .map(|(name, _)| name.to_owned())
+        .collect();
 
     let surplus = fresh_spare.saturating_sub(t.wanted_spare).min(t.fresh_idle) as usize;
     let mut retirable: Vec<(&str, Duration)> = runners
@@ -165,9 +170,9 @@ pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &Scaling
         })
         .collect();
     retirable.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    retire.extend(retirable.into_iter().take(surplus).map(|(name, _)| name.to_owned()));
+    let retire = retirable.into_iter().take(surplus).map(|(name, _)| name.to_owned()).collect();
 
-    Plan { create, retire }
+    Plan { create, retire, recycle }
 }
 
 /// How many provisioning runners no demand needs once `plan` is applied. Pure.
@@ -181,21 +186,15 @@ pub fn surplus_provisioning(
     plan: &Plan,
 ) -> u32 {
     let t = tally(demand, runners, config);
-    let retired_fresh = plan
-        .retire
-        .iter()
-        .filter(|name| runners.iter().any(|r| &r.name == *name && !is_stale(r, config)))
-        .count() as u32;
     let surplus = (t.provisioning + t.fresh_idle).saturating_sub(t.wanted_spare);
-    surplus.saturating_sub(retired_fresh).min(t.provisioning)
+    surplus.saturating_sub(plan.retire.len() as u32).min(t.provisioning)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CONFIG: ScalingConfig =
-        ScalingConfig {
+    const CONFIG: ScalingConfig = ScalingConfig {
         max_runners: 10,
         min_idle_runners: 0,
         idle_grace: Duration::from_secs(60),
@@ -235,7 +234,7 @@ mod tests {
         // Logged by the seed: Available 0, Acquired 0, Assigned 2, Running 2, Registered 0, Busy 2, Idle 0.
         let demand = Demand { statistics: stats(0, 0, 2, 2, 0, 2, 0), known_waiting_jobs: 0 };
         let adopted = [runner("mac-aaaaa", RunnerPhase::Busy), runner("mac-bbbbb", RunnerPhase::Busy)];
-        assert_eq!(plan_runner_gap(&demand, &adopted, &CONFIG), Plan { create: 0, retire: vec![] });
+        assert_eq!(plan_runner_gap(&demand, &adopted, &CONFIG), Plan::default());
     }
 
     #[test]
@@ -346,7 +345,7 @@ mod tests {
             runners: Vec<RunnerView>,
             config: ScalingConfig,
             create: u32,
-            retire: Vec<&'static str>,
+            recycle: Vec<&'static str>,
             cancel: u32,
         }
         let cases = vec![
@@ -355,7 +354,7 @@ mod tests {
                 runners: vec![aged("old", 4 * HOUR, 4 * HOUR), aged("new", 60, 120)],
                 config,
                 create: 1,
-                retire: vec![],
+                recycle: vec![],
                 cancel: 0,
             },
             Case {
@@ -367,7 +366,7 @@ mod tests {
                 ],
                 config,
                 create: 0,
-                retire: vec![],
+                recycle: vec![],
                 cancel: 0,
             },
             Case {
@@ -375,7 +374,7 @@ mod tests {
                 runners: vec![aged("old", 4 * HOUR, 4 * HOUR), aged("new", 60, 120), aged("repl", 1, 90)],
                 config,
                 create: 0,
-                retire: vec!["old"],
+                recycle: vec!["old"],
                 cancel: 0,
             },
             Case {
@@ -387,7 +386,7 @@ mod tests {
                 ],
                 config,
                 create: 1,
-                retire: vec!["older"],
+                recycle: vec!["older"],
                 cancel: 0,
             },
             Case {
@@ -395,7 +394,7 @@ mod tests {
                 runners: vec![aged("old", 4 * HOUR, 4 * HOUR), runner("busy", RunnerPhase::Busy)],
                 config: ScalingConfig { max_runners: 2, ..config },
                 create: 0,
-                retire: vec!["old"],
+                recycle: vec!["old"],
                 cancel: 0,
             },
             Case {
@@ -403,7 +402,7 @@ mod tests {
                 runners: vec![aged("old", 9 * HOUR, 9 * HOUR), aged("new", 60, 120)],
                 config: ScalingConfig { warm_max_age: None, ..config },
                 create: 0,
-                retire: vec![],
+                recycle: vec![],
                 cancel: 0,
             },
             Case {
@@ -415,7 +414,7 @@ mod tests {
                 ],
                 config,
                 create: 0,
-                retire: vec![],
+                recycle: vec![],
                 cancel: 0,
             },
         ];
@@ -423,7 +422,8 @@ mod tests {
             let demand = Demand::default();
             let plan = plan_runner_gap(&demand, &case.runners, &case.config);
             assert_eq!(plan.create, case.create, "{}: create", case.name);
-            assert_eq!(plan.retire, case.retire, "{}: retire", case.name);
+            assert_eq!(plan.recycle, case.recycle, "{}: recycle", case.name);
+            assert_eq!(plan.retire, Vec::<String>::new(), "{}: no surplus", case.name);
             assert_eq!(
                 surplus_provisioning(&demand, &case.runners, &case.config, &plan),
                 case.cancel,

@@ -61,7 +61,7 @@ proptest! {
         let plan = plan_runner_gap(&demand, &runners, &config);
         let held = runners.len() as u32;
         prop_assert!(plan.create <= max_runners.saturating_sub(held), "create {} with {held} held, max {max_runners}", plan.create);
-        for name in &plan.retire {
+        for name in plan.retire.iter().chain(&plan.recycle) {
             let runner = runners.iter().find(|r| &r.name == name).unwrap();
             let RunnerPhase::Idle { idle_for } = runner.phase else {
                 return Err(TestCaseError::fail(format!("retired a non-idle runner {runner:?}")));
@@ -76,14 +76,14 @@ proptest! {
             .iter()
             .filter(|r| matches!(r.phase, RunnerPhase::Idle { .. } | RunnerPhase::Provisioning))
             .count() as u32;
-        let spare_after = spare_before - plan.retire.len() as u32 + plan.create;
+        let spare_after = spare_before - (plan.retire.len() + plan.recycle.len()) as u32 + plan.create;
         if max_runners > held {
             prop_assert!(spare_after >= min_idle.min(spare_before), "{spare_after} spare left of {spare_before}, min {min_idle}");
         }
         let cancel = surplus_provisioning(&demand, &runners, &config, &plan);
         let provisioning = runners.iter().filter(|r| r.phase == RunnerPhase::Provisioning).count() as u32;
         prop_assert!(cancel <= provisioning);
-        prop_assert!(plan.create == 0 || (cancel == 0 && plan.retire.is_empty()), "never grow and shrink at once");
+        prop_assert!(plan.create == 0 || (cancel == 0 && plan.retire.is_empty() && plan.recycle.is_empty()), "never grow and shrink at once");
     }
 }
 

@@ -89,12 +89,12 @@ async fn a_stale_warm_runner_is_retired_only_once_its_replacement_is_online() {
 
     assert_eq!(lab.names(), vec![fresh.clone()]);
     assert!(!lab.orka.exists(&old));
-    assert_eq!(lab.fleet.counters().retired.get(&RetireReason::Surplus), Some(&1));
+    assert_eq!(lab.fleet.counters().retired.get(&RetireReason::IdleTooLong), Some(&1));
     let events = lab.recorder.events();
     let position = |runner: &str, stage: RunnerStage| {
-        events
-            .iter()
-            .position(|e| matches!(e, FleetEvent::Stage { runner: r, stage: s, .. } if r == runner && *s == stage))
+        events.iter().position(
+            |e| matches!(e, FleetEvent::Stage { runner: r, stage: s, .. } if r == runner && *s == stage),
+        )
     };
     let fresh_online = position(&fresh, RunnerStage::Idle).expect("replacement online");
     let old_leaves = position(&old, RunnerStage::Deregistering).expect("old retired");

@@ -34,8 +34,7 @@ pub fn config() -> FleetConfig {
             download_url_template: "https://example.invalid/{version}/{arch}".into(),
         },
     );
-    config.scaling =
-        ScalingConfig {
+    config.scaling = ScalingConfig {
         max_runners: 10,
         min_idle_runners: 0,
         idle_grace: Duration::from_secs(60),
