@@ -565,3 +565,15 @@ fn ca_bundles_must_hold_certificates() {
     .unwrap_err();
     assert_eq!(err.settings(), vec!["GITHUB_CA_BUNDLE", "ORKA_CA_BUNDLE"], "{err}");
 }
+
+#[test]
+fn warm_runner_max_age_defaults_to_four_hours_and_zero_turns_it_off() {
+    let default = load_env(minimal()).unwrap();
+    assert_eq!(default.runners.warm_runner_max_age, Some(Duration::from_secs(4 * 3600)));
+    let set = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "12h")])).unwrap();
+    assert_eq!(set.runners.warm_runner_max_age, Some(Duration::from_secs(12 * 3600)));
+    let off = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "0")])).unwrap();
+    assert_eq!(off.runners.warm_runner_max_age, None);
+    let err = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "soon")])).unwrap_err();
+    assert!(err.to_string().contains("WARM_RUNNER_MAX_AGE"), "{err}");
+}
