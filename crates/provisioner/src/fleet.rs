@@ -698,6 +698,9 @@ impl Shared {
                 provision.push(name);
             }
             let surplus = plan.retire.iter().map(|name| (name, RetireReason::Surplus));
+            for name in &plan.recycle {
+                tracing::info!(runner = %name, "old warm runner replaced; retiring it");
+            }
             let stale = plan.recycle.iter().map(|name| (name, RetireReason::IdleTooLong));
             for (name, reason) in surplus.chain(stale) {
                 self.apply(&mut st, name, LifecycleEvent::Retire, Some(reason));
