@@ -135,7 +135,8 @@ impl FleetConfig {
             probe_timeout: Duration::from_secs(20),
             probe_concurrency: 32,
             probe_strikes: 3,
-            max_idle: minutes(30),
+            // The warm-pool age plus half an hour for its replacement to come online.
+            max_idle: minutes(4 * 60 + 30),
             cleanup_retry_interval: Duration::from_secs(30),
             statistics_lag_window: Duration::from_secs(120),
             job_retention: minutes(60),

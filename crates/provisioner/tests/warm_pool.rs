@@ -129,3 +129,39 @@ async fn with_recycling_off_an_old_warm_runner_is_kept() {
     lab.settle().await;
     assert_eq!(lab.names(), vec![old]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_settings_the_probe_does_not_recycle_a_warm_runner_before_the_planner() {
+    let defaults = FleetConfig::new(1, "defaults", "vm", config().runner_install);
+    let mut config = config();
+    config.scaling.min_idle_runners = 1;
+    config.scaling.warm_max_age = defaults.scaling.warm_max_age;
+    config.max_idle = defaults.max_idle;
+    let max_age = config.scaling.warm_max_age.expect("recycling is on by default");
+    let (lab, warm) = lab_with_one_warm_runner(config).await;
+
+    // Probe ticks through the warm runner's useful life: it is probed, never recycled.
+    let mut elapsed = Duration::ZERO;
+    while elapsed + 10 * 60 * Duration::from_secs(1) < max_age {
+        tokio::time::advance(Duration::from_secs(10 * 60)).await;
+        elapsed += Duration::from_secs(10 * 60);
+        lab.fleet.tick().await;
+        lab.settle().await;
+        assert_eq!(lab.names(), vec![warm.clone()], "after {elapsed:?}");
+    }
+    assert!(lab.fleet.counters().retired.is_empty(), "{:?}", lab.fleet.counters().retired);
+
+    // Past the age: replaced first, then retired by the planner.
+    tokio::time::advance(max_age - elapsed).await;
+    *lab.orka.deploy_delay.lock().unwrap() = Duration::from_secs(60);
+    lab.fleet.tick().await;
+    moment().await;
+    assert_eq!(lab.names().len(), 2);
+    assert_eq!(lab.stage_of(&warm), Some(RunnerStage::Idle));
+    lab.settle().await;
+    lab.fleet.tick().await;
+    lab.settle().await;
+    assert!(!lab.orka.exists(&warm));
+    assert_eq!(lab.fleet.counters().retired.get(&RetireReason::IdleTooLong), Some(&1));
+    assert_eq!(lab.names().len(), 1);
+}
