@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
                 } else {
                     RunnerPhase::Busy
                 },
+                age: Duration::from_secs(i as u64),
             })
             .collect();
         let demand = Demand {
@@ -78,8 +79,12 @@ fn bench(c: &mut Criterion) {
             },
             known_waiting_jobs: 3,
         };
-        let config =
-            ScalingConfig { max_runners: 5000, min_idle_runners: 2, idle_grace: Duration::from_secs(60) };
+        let config = ScalingConfig {
+            max_runners: 5000,
+            min_idle_runners: 2,
+            idle_grace: Duration::from_secs(60),
+            warm_max_age: None,
+        };
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| plan_runner_gap(black_box(&demand), black_box(&runners), black_box(&config)))
         });

@@ -92,7 +92,9 @@ pub struct FleetConfig {
     pub capacity_backoff_min: Duration,
     /// Longest pause between deploys while Orka has no capacity.
     pub capacity_backoff_max: Duration,
-    /// A runner online this long without ever being given a job is recycled.
+    /// A runner online this long without ever being given a job is recycled by the probe,
+    /// retire first. A backstop: with a warm pool, set it well above
+    /// `scaling.warm_max_age`, which replaces a stale runner before retiring it.
     pub max_idle: Duration,
     /// How long a failed cleanup waits before the next tick tries again.
     pub cleanup_retry_interval: Duration,
@@ -122,7 +124,12 @@ impl FleetConfig {
             scale_set_name: scale_set_name.into(),
             vm_config: vm_config.into(),
             metadata: BTreeMap::new(),
-            scaling: ScalingConfig { max_runners: 9000, min_idle_runners: 0, idle_grace: minutes(5) },
+            scaling: ScalingConfig {
+                max_runners: 9000,
+                min_idle_runners: 0,
+                idle_grace: minutes(5),
+                warm_max_age: Some(minutes(4 * 60)),
+            },
             provisioning_concurrency: 8,
             deploy: StepPolicy::new(minutes(10), 3),
             jit: StepPolicy::new(Duration::from_secs(60), 4),
@@ -138,7 +145,8 @@ impl FleetConfig {
             probe_strikes: 3,
             capacity_backoff_min: Duration::from_secs(2),
             capacity_backoff_max: Duration::from_secs(60),
-            max_idle: minutes(30),
+            // The warm-pool age plus half an hour for its replacement to come online.
+            max_idle: minutes(4 * 60 + 30),
             cleanup_retry_interval: Duration::from_secs(30),
             statistics_lag_window: Duration::from_secs(120),
             job_retention: minutes(60),

@@ -673,18 +673,20 @@ impl Shared {
                     } else {
                         e.stage.phase(now.saturating_duration_since(e.since))
                     },
+                    age: now.saturating_duration_since(e.created),
                 })
                 .collect();
             let plan = plan_runner_gap(&demand, &views, &self.config.scaling);
             let cancel = surplus_provisioning(&demand, &views, &self.config.scaling, &plan);
             // GitHub refusing the runner version holds new runners back (see `outdated`).
             let create = self.version_gate.permit_creates(plan.create, now);
-            if create == 0 && plan.retire.is_empty() && cancel == 0 {
+            if create == 0 && plan.retire.is_empty() && plan.recycle.is_empty() && cancel == 0 {
                 return;
             }
             tracing::info!(
                 create,
                 retire = plan.retire.len(),
+                recycle = plan.recycle.len(),
                 cancel,
                 assigned = demand.statistics.total_assigned_jobs,
                 running = demand.statistics.total_running_jobs,
@@ -710,8 +712,13 @@ impl Shared {
                 });
                 provision.push(name);
             }
-            for name in &plan.retire {
-                self.apply(&mut st, name, LifecycleEvent::Retire, Some(RetireReason::Surplus));
+            let surplus = plan.retire.iter().map(|name| (name, RetireReason::Surplus));
+            for name in &plan.recycle {
+                tracing::info!(runner = %name, "old warm runner replaced; retiring it");
+            }
+            let stale = plan.recycle.iter().map(|name| (name, RetireReason::IdleTooLong));
+            for (name, reason) in surplus.chain(stale) {
+                self.apply(&mut st, name, LifecycleEvent::Retire, Some(reason));
                 if self.claim_retire(&mut st, name) {
                     retire.push(name.clone());
                 }
@@ -731,7 +738,11 @@ impl Shared {
                 entry.cancel.cancel();
                 tracing::info!(runner = %name, "stopping provisioning: no demand for it");
             }
-            self.emit(FleetEvent::Planned { create, retire: plan.retire.len() as u32, cancel });
+            self.emit(FleetEvent::Planned {
+                create,
+                retire: (plan.retire.len() + plan.recycle.len()) as u32,
+                cancel,
+            });
         }
         for name in provision {
             self.spawn_provision(name);

@@ -22,6 +22,16 @@
 //!   the statistics drop, provisioning that no job needs any more is stopped. Which runners
 //!   stop is the fleet's choice (the least advanced), because the runner↔job binding is
 //!   nominal: any idle runner of the scale set may take any job.
+//! * recycle = idle runners whose VM is at least `warm_max_age` old ("stale") are replaced
+//!   before they are retired: a stale runner does not count as spare, so its replacement is
+//!   created at once, and it is retired only when enough fresh runners are *idle* (online)
+//!   to cover `waiting + min_idle` without it, oldest first. The warm pool therefore never
+//!   dips below its size while a VM is recycled. The exception: when `max_runners` leaves
+//!   no room for a replacement and no job waits, stale runners are retired first and
+//!   replaced by the next plan. A busy runner is never recycled (it is not idle).
+//!
+//! `idle_grace` is the scale-down delay: a burst's surplus idle runners stay that long, so
+//! the next burst finds them warm instead of waiting for fresh VMs.
 
 use std::time::Duration;
 
@@ -34,8 +44,11 @@ pub struct ScalingConfig {
     pub max_runners: u32,
     /// Idle headroom kept warm (a warm pool), on top of waiting jobs.
     pub min_idle_runners: u32,
-    /// How long a surplus idle runner may stay before it is retired.
+    /// How long a surplus idle runner may stay before it is retired (the scale-down delay).
     pub idle_grace: Duration,
+    /// Idle runners whose VM is at least this old are replaced, then retired, so a warm
+    /// VM does not run for days. `None`: never recycled for age.
+    pub warm_max_age: Option<Duration>,
 }
 
 /// What the controller's runner is doing, as far as scaling cares.
@@ -61,6 +74,8 @@ pub struct RunnerView {
     pub name: String,
     /// Its phase.
     pub phase: RunnerPhase,
+    /// Time since its VM was requested (since adoption for an adopted runner).
+    pub age: Duration,
 }
 
 /// The demand signal.
@@ -78,30 +93,75 @@ pub struct Demand {
 pub struct Plan {
     /// Runners to start now.
     pub create: u32,
-    /// Idle runners to retire now, by name.
+    /// Surplus idle runners to retire now, by name.
     pub retire: Vec<String>,
+    /// Stale idle runners (VM at least `warm_max_age` old) to retire now, by name.
+    pub recycle: Vec<String>,
 }
 
-/// Computes the runner gap. Pure: same input, same plan.
-pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &ScalingConfig) -> Plan {
-    let count = |pred: fn(&RunnerPhase) -> bool| runners.iter().filter(|r| pred(&r.phase)).count() as u32;
-    let provisioning = count(|p| matches!(p, RunnerPhase::Provisioning));
-    let idle = count(|p| matches!(p, RunnerPhase::Idle { .. }));
-    let busy = count(|p| matches!(p, RunnerPhase::Busy));
-    let held = runners.len() as u32;
+/// The counts both planning functions start from.
+struct Tally {
+    provisioning: u32,
+    /// Idle runners younger than `warm_max_age`.
+    fresh_idle: u32,
+    /// Idle runners at least `warm_max_age` old, to be replaced and retired.
+    stale_idle: u32,
+    held: u32,
+    waiting: u32,
+    wanted_spare: u32,
+}
+
+fn is_stale(runner: &RunnerView, config: &ScalingConfig) -> bool {
+    matches!(runner.phase, RunnerPhase::Idle { .. })
+        && config.warm_max_age.is_some_and(|max_age| runner.age >= max_age)
+}
+
+fn tally(demand: &Demand, runners: &[RunnerView], config: &ScalingConfig) -> Tally {
+    let count = |pred: &dyn Fn(&RunnerView) -> bool| runners.iter().filter(|r| pred(r)).count() as u32;
+    let provisioning = count(&|r| r.phase == RunnerPhase::Provisioning);
+    let stale_idle = count(&|r| is_stale(r, config));
+    let idle = count(&|r| matches!(r.phase, RunnerPhase::Idle { .. }));
+    let busy = count(&|r| r.phase == RunnerPhase::Busy);
 
     let stats = &demand.statistics;
     let running = stats.total_running_jobs.max(busy);
     let waiting = stats.total_assigned_jobs.saturating_sub(running).max(demand.known_waiting_jobs);
-    let wanted_spare = waiting.saturating_add(config.min_idle_runners);
-    let spare = provisioning + idle;
+    Tally {
+        provisioning,
+        fresh_idle: idle - stale_idle,
+        stale_idle,
+        held: runners.len() as u32,
+        waiting,
+        wanted_spare: waiting.saturating_add(config.min_idle_runners),
+    }
+}
 
-    let room = config.max_runners.saturating_sub(held);
-    let create = wanted_spare.saturating_sub(spare).min(room);
+/// Computes the runner gap. Pure: same input, same plan.
+pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &ScalingConfig) -> Plan {
+    let t = tally(demand, runners, config);
+    let fresh_spare = t.provisioning + t.fresh_idle;
 
-    let surplus = spare.saturating_sub(wanted_spare).min(idle) as usize;
+    let room = config.max_runners.saturating_sub(t.held);
+    let create = t.wanted_spare.saturating_sub(fresh_spare).min(room);
+
+    // Stale runners: keep as many as the fresh idle ones fall short of the wanted spare,
+    // unless no replacement can be made and no job waits.
+    let replaceable_later = room == 0 && t.waiting == 0;
+    let keep_stale =
+        if replaceable_later { 0 } else { t.wanted_spare.saturating_sub(t.fresh_idle).min(t.stale_idle) };
+    let mut stale: Vec<(&str, Duration)> =
+        runners.iter().filter(|r| is_stale(r, config)).map(|r| (r.name.as_str(), r.age)).collect();
+    stale.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let recycle: Vec<String> = stale
+        .into_iter()
+        .take((t.stale_idle - keep_stale) as usize)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+
+    let surplus = fresh_spare.saturating_sub(t.wanted_spare).min(t.fresh_idle) as usize;
     let mut retirable: Vec<(&str, Duration)> = runners
         .iter()
+        .filter(|r| !is_stale(r, config))
         .filter_map(|r| match r.phase {
             RunnerPhase::Idle { idle_for } if idle_for >= config.idle_grace => {
                 Some((r.name.as_str(), idle_for))
@@ -112,33 +172,34 @@ pub fn plan_runner_gap(demand: &Demand, runners: &[RunnerView], config: &Scaling
     retirable.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let retire = retirable.into_iter().take(surplus).map(|(name, _)| name.to_owned()).collect();
 
-    Plan { create, retire }
+    Plan { create, retire, recycle }
 }
 
 /// How many provisioning runners no demand needs once `plan` is applied. Pure.
+///
+/// Stale idle runners count for nothing here: the runner provisioning to replace one is
+/// needed even while the stale one is still held.
 pub fn surplus_provisioning(
     demand: &Demand,
     runners: &[RunnerView],
     config: &ScalingConfig,
     plan: &Plan,
 ) -> u32 {
-    let provisioning = runners.iter().filter(|r| r.phase == RunnerPhase::Provisioning).count() as u32;
-    let idle = runners.iter().filter(|r| matches!(r.phase, RunnerPhase::Idle { .. })).count() as u32;
-    let busy = runners.iter().filter(|r| r.phase == RunnerPhase::Busy).count() as u32;
-    let stats = &demand.statistics;
-    let running = stats.total_running_jobs.max(busy);
-    let waiting = stats.total_assigned_jobs.saturating_sub(running).max(demand.known_waiting_jobs);
-    let wanted_spare = waiting.saturating_add(config.min_idle_runners);
-    let surplus = (provisioning + idle).saturating_sub(wanted_spare);
-    surplus.saturating_sub(plan.retire.len() as u32).min(provisioning)
+    let t = tally(demand, runners, config);
+    let surplus = (t.provisioning + t.fresh_idle).saturating_sub(t.wanted_spare);
+    surplus.saturating_sub(plan.retire.len() as u32).min(t.provisioning)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CONFIG: ScalingConfig =
-        ScalingConfig { max_runners: 10, min_idle_runners: 0, idle_grace: Duration::from_secs(60) };
+    const CONFIG: ScalingConfig = ScalingConfig {
+        max_runners: 10,
+        min_idle_runners: 0,
+        idle_grace: Duration::from_secs(60),
+        warm_max_age: None,
+    };
 
     fn stats(
         available: u32,
@@ -161,7 +222,7 @@ mod tests {
     }
 
     fn runner(name: &str, phase: RunnerPhase) -> RunnerView {
-        RunnerView { name: name.to_owned(), phase }
+        RunnerView { name: name.to_owned(), phase, age: Duration::ZERO }
     }
 
     fn idle(name: &str, secs: u64) -> RunnerView {
@@ -173,7 +234,7 @@ mod tests {
         // Logged by the seed: Available 0, Acquired 0, Assigned 2, Running 2, Registered 0, Busy 2, Idle 0.
         let demand = Demand { statistics: stats(0, 0, 2, 2, 0, 2, 0), known_waiting_jobs: 0 };
         let adopted = [runner("mac-aaaaa", RunnerPhase::Busy), runner("mac-bbbbb", RunnerPhase::Busy)];
-        assert_eq!(plan_runner_gap(&demand, &adopted, &CONFIG), Plan { create: 0, retire: vec![] });
+        assert_eq!(plan_runner_gap(&demand, &adopted, &CONFIG), Plan::default());
     }
 
     #[test]
@@ -266,6 +327,128 @@ mod tests {
             assert_eq!(plan.retire, case.retire, "{}: retire", case.name);
         }
     }
+    fn aged(name: &str, idle_secs: u64, age_secs: u64) -> RunnerView {
+        RunnerView { age: Duration::from_secs(age_secs), ..idle(name, idle_secs) }
+    }
+
+    #[test]
+    fn stale_warm_runners_are_replaced_before_they_are_retired() {
+        const HOUR: u64 = 3600;
+        let config = ScalingConfig {
+            max_runners: 10,
+            min_idle_runners: 2,
+            idle_grace: Duration::from_secs(60),
+            warm_max_age: Some(Duration::from_secs(4 * HOUR)),
+        };
+        struct Case {
+            name: &'static str,
+            runners: Vec<RunnerView>,
+            config: ScalingConfig,
+            create: u32,
+            recycle: Vec<&'static str>,
+            cancel: u32,
+        }
+        let cases = vec![
+            Case {
+                name: "a stale runner gets a replacement and stays until it is online",
+                runners: vec![aged("old", 4 * HOUR, 4 * HOUR), aged("new", 60, 120)],
+                config,
+                create: 1,
+                recycle: vec![],
+                cancel: 0,
+            },
+            Case {
+                name: "the replacement is provisioning: it is not cancelled, the stale one stays",
+                runners: vec![
+                    aged("old", 4 * HOUR, 4 * HOUR),
+                    aged("new", 60, 120),
+                    runner("repl", RunnerPhase::Provisioning),
+                ],
+                config,
+                create: 0,
+                recycle: vec![],
+                cancel: 0,
+            },
+            Case {
+                name: "the replacement is online: the stale one is retired",
+                runners: vec![aged("old", 4 * HOUR, 4 * HOUR), aged("new", 60, 120), aged("repl", 1, 90)],
+                config,
+                create: 0,
+                recycle: vec!["old"],
+                cancel: 0,
+            },
+            Case {
+                name: "oldest stale first when only part of the pool is replaced",
+                runners: vec![
+                    aged("old", 5 * HOUR, 5 * HOUR),
+                    aged("older", 6 * HOUR, 6 * HOUR),
+                    aged("repl", 1, 90),
+                ],
+                config,
+                create: 1,
+                recycle: vec!["older"],
+                cancel: 0,
+            },
+            Case {
+                name: "no room for a replacement and no job waits: retire first",
+                runners: vec![aged("old", 4 * HOUR, 4 * HOUR), runner("busy", RunnerPhase::Busy)],
+                config: ScalingConfig { max_runners: 2, ..config },
+                create: 0,
+                recycle: vec!["old"],
+                cancel: 0,
+            },
+            Case {
+                name: "recycling off: an old warm runner is kept",
+                runners: vec![aged("old", 9 * HOUR, 9 * HOUR), aged("new", 60, 120)],
+                config: ScalingConfig { warm_max_age: None, ..config },
+                create: 0,
+                recycle: vec![],
+                cancel: 0,
+            },
+            Case {
+                name: "a busy runner is never recycled, however old",
+                runners: vec![
+                    RunnerView { age: Duration::from_secs(9 * HOUR), ..runner("busy", RunnerPhase::Busy) },
+                    aged("a", 60, 120),
+                    aged("b", 60, 120),
+                ],
+                config,
+                create: 0,
+                recycle: vec![],
+                cancel: 0,
+            },
+        ];
+        for case in cases {
+            let demand = Demand::default();
+            let plan = plan_runner_gap(&demand, &case.runners, &case.config);
+            assert_eq!(plan.create, case.create, "{}: create", case.name);
+            assert_eq!(plan.recycle, case.recycle, "{}: recycle", case.name);
+            assert_eq!(plan.retire, Vec::<String>::new(), "{}: no surplus", case.name);
+            assert_eq!(
+                surplus_provisioning(&demand, &case.runners, &case.config, &plan),
+                case.cancel,
+                "{}: cancel",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn scale_down_delay_keeps_a_bursts_idle_runners_but_never_goes_below_the_pool() {
+        let config = ScalingConfig {
+            max_runners: 10,
+            min_idle_runners: 1,
+            idle_grace: Duration::from_secs(300),
+            warm_max_age: None,
+        };
+        let burst_leftovers = vec![idle("a", 299), idle("b", 120), idle("c", 10)];
+        let plan = plan_runner_gap(&Demand::default(), &burst_leftovers, &config);
+        assert_eq!(plan, Plan::default(), "within the delay the next burst finds them warm");
+        let later = vec![idle("a", 900), idle("b", 700), idle("c", 600)];
+        let plan = plan_runner_gap(&Demand::default(), &later, &config);
+        assert_eq!(plan.retire, vec!["a", "b"], "after the delay: down to MIN_RUNNERS, not below");
+    }
+
     #[test]
     fn surplus_provisioning_is_stopped_least_needed_last() {
         struct Case {

@@ -276,8 +276,12 @@ async fn never_above_max_runners_and_provisioning_concurrency_is_bounded() {
 #[tokio::test(start_paused = true)]
 async fn warm_pool_and_surplus_idle_retired_after_the_grace() {
     let mut config = config();
-    config.scaling =
-        ScalingConfig { max_runners: 10, min_idle_runners: 2, idle_grace: Duration::from_secs(60) };
+    config.scaling = ScalingConfig {
+        max_runners: 10,
+        min_idle_runners: 2,
+        idle_grace: Duration::from_secs(60),
+        warm_max_age: None,
+    };
     let lab = Lab::new(config);
     lab.fleet.on_statistics(stats(0, 0)).await;
     lab.settle().await;

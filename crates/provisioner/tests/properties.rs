@@ -43,28 +43,54 @@ proptest! {
         max_runners in 0u32..30,
         min_idle in 0u32..5,
         grace in 0u64..600,
+        ages in prop::collection::vec(0u64..1000, 30),
+        max_age in prop::option::of(1u64..800),
     ) {
         let runners: Vec<RunnerView> = phases
             .iter()
             .enumerate()
-            .map(|(i, phase)| RunnerView { name: format!("r{i}"), phase: *phase })
+            .map(|(i, phase)| RunnerView { name: format!("r{i}"), phase: *phase, age: Duration::from_secs(ages[i]) })
             .collect();
-        let config = ScalingConfig { max_runners, min_idle_runners: min_idle, idle_grace: Duration::from_secs(grace) };
+        let config = ScalingConfig {
+            max_runners,
+            min_idle_runners: min_idle,
+            idle_grace: Duration::from_secs(grace),
+            warm_max_age: max_age.map(Duration::from_secs),
+        };
         let demand = Demand { statistics, known_waiting_jobs: known_waiting };
         let plan = plan_runner_gap(&demand, &runners, &config);
         let held = runners.len() as u32;
         prop_assert!(plan.create <= max_runners.saturating_sub(held), "create {} with {held} held, max {max_runners}", plan.create);
-        for name in &plan.retire {
+        for name in plan.retire.iter().chain(&plan.recycle) {
             let runner = runners.iter().find(|r| &r.name == name).unwrap();
             let RunnerPhase::Idle { idle_for } = runner.phase else {
                 return Err(TestCaseError::fail(format!("retired a non-idle runner {runner:?}")));
             };
-            prop_assert!(idle_for >= config.idle_grace);
+            let stale = config.warm_max_age.is_some_and(|max_age| runner.age >= max_age);
+            prop_assert!(idle_for >= config.idle_grace || stale, "retired {runner:?} within the grace and not stale");
+        }
+        // Never below the warm pool: a plan keeps at least `min_idle` spare runners (idle or
+        // provisioning) if it had them, except that a stale runner is retired before its
+        // replacement when max_runners leaves no room for one.
+        let spare_before = runners
+            .iter()
+            .filter(|r| matches!(r.phase, RunnerPhase::Idle { .. } | RunnerPhase::Provisioning))
+            .count() as u32;
+        let spare_after = spare_before - (plan.retire.len() + plan.recycle.len()) as u32 + plan.create;
+        if max_runners > held {
+            prop_assert!(spare_after >= min_idle.min(spare_before), "{spare_after} spare left of {spare_before}, min {min_idle}");
         }
         let cancel = surplus_provisioning(&demand, &runners, &config, &plan);
         let provisioning = runners.iter().filter(|r| r.phase == RunnerPhase::Provisioning).count() as u32;
         prop_assert!(cancel <= provisioning);
+        // Recycling may go with creating: surplus stale runners leave while a replacement is
+        // made for a stale one still needed. Surplus retirement and cancelling never do.
         prop_assert!(plan.create == 0 || (cancel == 0 && plan.retire.is_empty()), "never grow and shrink at once");
+        let stale = runners
+            .iter()
+            .filter(|r| matches!(r.phase, RunnerPhase::Idle { .. }) && config.warm_max_age.is_some_and(|m| r.age >= m))
+            .count();
+        prop_assert!(plan.create == 0 || plan.recycle.is_empty() || plan.recycle.len() < stale, "a replacement is made only for a stale runner kept");
     }
 }
 

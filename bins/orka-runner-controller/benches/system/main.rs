@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p orka-runner-controller --bench system -- [SCENARIO…] [--quick] [--key value…]
-//! SCENARIO: reconcile burst steady messages startup cleanup dead   (default: all, in that order)
+//! SCENARIO: reconcile burst steady messages startup cleanup dead warm   (default: all, in that order)
 //! ```
 //!
 //! Options (defaults in brackets; `--quick` lowers them for a run of a few minutes):
@@ -15,6 +15,7 @@
 //! `--runner-poll 20` (s, fake runner poll interval) · `--batch 50` `--samples 1000` ·
 //! `--startup-runs 10` · `--cleanup-probe-interval 10` (s) `--reconcile-interval 10` (s) `--orphans 3` ·
 //! `--dead 100` `--dead-busy 5` `--dead-probe-timeout 10` (s) `--dead-intervals 3,300` (s, VM_TRACKER_INTERVAL) ·
+//! `--warm-pool 2` (MIN_RUNNERS) `--warm-samples 10` `--warm-deploy-latency 2` (s) ·
 //! `--perf DIR`: `perf record` the controller during each burst and the steady window.
 #![allow(missing_docs)]
 
@@ -26,13 +27,15 @@ mod messages;
 mod procfs;
 mod reconcile;
 mod startup;
+mod warm;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-const SCENARIOS: [&str; 7] = ["reconcile", "burst", "steady", "messages", "startup", "cleanup", "dead"];
+const SCENARIOS: [&str; 8] =
+    ["reconcile", "burst", "steady", "messages", "startup", "cleanup", "dead", "warm"];
 
 struct Args {
     scenarios: Vec<String>,
@@ -163,6 +166,14 @@ async fn run(args: Args) -> Result<()> {
                         .into_iter()
                         .map(|s| Duration::from_secs(s as u64))
                         .collect(),
+                })
+                .await?
+            }
+            "warm" => {
+                warm::run(&warm::Params {
+                    pool: args.number("warm-pool", 2, 2)?,
+                    samples: args.number("warm-samples", 10, 3)?,
+                    deploy_latency: args.seconds("warm-deploy-latency", 2.0, 1.0)?,
                 })
                 .await?
             }

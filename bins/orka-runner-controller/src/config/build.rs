@@ -237,6 +237,12 @@ pub fn build(layered: Layered) -> Result<Config, ConfigError> {
             Duration::from_secs(300),
             min::OUTDATED_RUNNER_RETRY_INTERVAL,
         ),
+        warm_runner_max_age: Some(b.duration(
+            "WARM_RUNNER_MAX_AGE",
+            Duration::from_secs(4 * 3600),
+            Duration::ZERO,
+        ))
+        .filter(|age| !age.is_zero()),
     };
     let reconcile = ReconcileSettings {
         enabled: b.boolean("ENABLE_RECONCILIATION", true),

@@ -191,6 +191,8 @@ pub struct RunnerSettings {
     /// `OUTDATED_RUNNER_RETRY_INTERVAL`: while GitHub refuses the runner version, one VM
     /// per this interval tries again (and an unpinned version is looked up again).
     pub outdated_retry_interval: Duration,
+    /// `WARM_RUNNER_MAX_AGE`: idle runners whose VM is this old are recycled; `None` (0) never.
+    pub warm_runner_max_age: Option<Duration>,
 }
 
 /// Reconciliation and probing settings.

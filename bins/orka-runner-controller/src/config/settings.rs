@@ -112,6 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     new("MIN_RUNNERS", "0", "Idle runners kept warm per scale set"),
     new("RUNNER_IDLE_GRACE", "5m", "How long a surplus idle runner stays before it is retired"),
+    new("WARM_RUNNER_MAX_AGE", "4h", "Idle runners with a VM this old are replaced, then retired (0: never)"),
     go("RUNNER_DEREGISTRATION_TIMEOUT", "30s", "Wait for a runner to deregister before removing it by force"),
     go("RUNNER_DEREGISTRATION_POLL_INTERVAL", "2s", "Poll period while waiting for deregistration"),
     new("MAX_CONCURRENT_PROVISIONS", "100", "VM deploys and SSH installs running at the same time"),

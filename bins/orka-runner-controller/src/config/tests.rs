@@ -812,3 +812,15 @@ fn a_fifo_secret_file_is_refused_instead_of_blocking() {
     let sources = Sources { environment: minimal(), env_file: EnvFile::Skip, config_file: Some(toml_fifo) };
     assert!(load_with_deadline(sources).unwrap_err().to_string().contains("not a regular file"));
 }
+
+#[test]
+fn warm_runner_max_age_defaults_to_four_hours_and_zero_turns_it_off() {
+    let default = load_env(minimal()).unwrap();
+    assert_eq!(default.runners.warm_runner_max_age, Some(Duration::from_secs(4 * 3600)));
+    let set = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "12h")])).unwrap();
+    assert_eq!(set.runners.warm_runner_max_age, Some(Duration::from_secs(12 * 3600)));
+    let off = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "0")])).unwrap();
+    assert_eq!(off.runners.warm_runner_max_age, None);
+    let err = load_env(with(minimal(), &[("WARM_RUNNER_MAX_AGE", "soon")])).unwrap_err();
+    assert!(err.to_string().contains("WARM_RUNNER_MAX_AGE"), "{err}");
+}

@@ -174,7 +174,14 @@ fn fleet_config(config: &Config, scale_set: &ScaleSetSettings, id: i64, runner_v
         max_runners: scale_set.max_runners,
         min_idle_runners: scale_set.min_runners,
         idle_grace: scale_set.idle_grace,
+        warm_max_age: config.runners.warm_runner_max_age,
     };
+    // The probe's retire-first recycling stays a backstop behind the planner's
+    // replace-then-retire: it acts only if no replacement came up for half an hour.
+    fleet.max_idle = config
+        .runners
+        .warm_runner_max_age
+        .map_or(Duration::MAX, |age| age.saturating_add(Duration::from_secs(30 * 60)));
     fleet.provisioning_concurrency = config.runners.max_concurrent_provisions.max(1) as usize;
     fleet.deploy.deadline = config.orka.deploy_timeout + Duration::from_secs(120);
     fleet.deregistration_timeout = config.runners.deregistration_timeout;

@@ -34,8 +34,12 @@ pub fn config() -> FleetConfig {
             download_url_template: "https://example.invalid/{version}/{arch}".into(),
         },
     );
-    config.scaling =
-        ScalingConfig { max_runners: 10, min_idle_runners: 0, idle_grace: Duration::from_secs(60) };
+    config.scaling = ScalingConfig {
+        max_runners: 10,
+        min_idle_runners: 0,
+        idle_grace: Duration::from_secs(60),
+        warm_max_age: None,
+    };
     config.provisioning_concurrency = 4;
     config.deploy = policy(3);
     config.jit = policy(3);
