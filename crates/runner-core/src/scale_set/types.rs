@@ -3,7 +3,8 @@
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Job and runner counts the service attaches to sessions and messages (§4.3).
+/// Job and runner counts the service attaches to sessions and messages
+/// (docs/protocol/github-scaleset.md#statistics).
 ///
 /// `total_assigned_jobs` is the scaling signal. The counts are not guaranteed to be
 /// consistent with each other or with the message body they arrive with.

@@ -1,4 +1,4 @@
-//! The fake cluster's state model (spec orka-api.md §11.2): namespaces, nodes with CPU /
+//! The fake cluster's state model (docs/protocol/orka.md#fake): namespaces, nodes with CPU /
 //! memory / VM-count capacity and per-node port allocators, VMs, tokens, armed faults,
 //! the request journal and the peak VM count.
 //!
