@@ -104,7 +104,7 @@ pub struct GitHubConfig {
     /// The GitHub config URL: org, repo or `/enterprises/<slug>` on github.com, `*.ghe.com`
     /// or a GHES host.
     pub config_url: String,
-    /// Credentials.
+    /// The credentials that obtain registration and admin tokens (PAT or GitHub App).
     pub auth: Auth,
     /// Extra PEM CA bundle trusted in addition to the system roots (GHES with a private CA).
     pub extra_ca: Option<PathBuf>,
@@ -199,9 +199,9 @@ pub enum Scope {
     Organization(String),
     /// `https://github.com/<owner>/<repo>`.
     Repository {
-        /// Owner.
+        /// The user or organisation that owns the repository.
         owner: String,
-        /// Repository.
+        /// The repository name, without the owner.
         repo: String,
     },
     /// `https://github.com/enterprises/<slug>`.

@@ -39,7 +39,7 @@ pub enum HostKeyPolicy {
 pub struct SshConfig {
     /// VM user (`ORKA_VM_USERNAME`, default `admin`).
     pub username: String,
-    /// Credentials.
+    /// How the probe authenticates as `username` (key or password).
     pub auth: SshAuth,
     /// TCP connect timeout (phase 1).
     pub connect_timeout: Duration,

@@ -95,8 +95,7 @@ async fn scenario_3_capacity_exhausted_then_freed() {
     assert_eq!(fake.vms().len(), 1, "only the successful VM exists");
 }
 
-/// S4 (docs/protocol/orka.md#scenarios): 409 on the name → a new name, success; the other VM is
-/// untouched.
+/// S4 (docs/protocol/orka.md#scenarios): 409 on the name → a new name, success; the other VM is untouched.
 #[tokio::test]
 async fn scenario_4_name_conflict_regenerates_the_name() {
     let (fake, client) = start(fake_config()).await;

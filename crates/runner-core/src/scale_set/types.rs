@@ -80,7 +80,7 @@ pub struct ScaleSet {
     pub runner_group_id: i64,
     /// Runner group name, when the service sends it.
     pub runner_group_name: Option<String>,
-    /// Labels.
+    /// The labels jobs use to target this scale set.
     pub labels: Vec<Label>,
     /// Runner settings.
     pub runner_setting: RunnerSetting,

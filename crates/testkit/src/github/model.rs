@@ -14,8 +14,7 @@ pub type JobId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Flavour {
-    /// github.com broker: `JobAssigned` directly, `runnerRequestId` 0, a UUID `jobId` per
-    /// assignment.
+    /// github.com broker: `JobAssigned` directly, `runnerRequestId` 0, a UUID `jobId` per assignment.
     #[default]
     Assign,
     /// GHES / older github.com: `JobAvailable` → `acquirejobs` → `JobAssigned`, positive
@@ -36,7 +35,7 @@ pub struct JobSpec {
     pub result: String,
     /// Repository name.
     pub repository: String,
-    /// Owner.
+    /// The repository's owner (user or organisation).
     pub owner: String,
     /// Workflow ref.
     pub workflow_ref: String,
@@ -108,7 +107,7 @@ pub struct FakeStatistics {
     pub total_acquired_jobs: u32,
     /// Assigned to the scale set (waiting or running).
     pub total_assigned_jobs: u32,
-    /// Running.
+    /// Jobs currently running on a runner of the scale set.
     pub total_running_jobs: u32,
     /// Registered runners (connected or not).
     pub total_registered_runners: u32,
@@ -240,7 +239,7 @@ pub enum Fault {
     },
     /// F5: the scale set is deleted server-side (404 `RunnerScaleSetNotFoundException`).
     DeleteScaleSet {
-        /// Which.
+        /// The id of the scale set to delete.
         scale_set_id: i64,
     },
     /// F6: the next `times` batches are also delivered again in a later message.
@@ -435,9 +434,9 @@ pub struct SessionSnapshot {
 /// A scale set in a [`FakeState`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleSetSnapshot {
-    /// Id.
+    /// The scale set's id, as the service assigned it.
     pub id: i64,
-    /// Name.
+    /// The scale set's name (unique per runner group).
     pub name: String,
     /// Runner group.
     pub runner_group_id: i64,
@@ -460,9 +459,9 @@ pub struct ScaleSetSnapshot {
 pub struct JobSnapshot {
     /// Fake job id.
     pub id: JobId,
-    /// State.
+    /// Where the job is in its lifecycle.
     pub state: JobState,
-    /// Labels.
+    /// The labels the job asks for.
     pub labels: Vec<String>,
     /// Scale set it is offered/assigned to.
     pub scale_set_id: Option<i64>,
@@ -485,11 +484,11 @@ pub struct JobSnapshot {
 pub struct RunnerSnapshot {
     /// Runner id.
     pub id: i64,
-    /// Name.
+    /// The runner's registered name.
     pub name: String,
     /// Scale set.
     pub scale_set_id: i64,
-    /// Status.
+    /// Where the runner is in its lifecycle: registered, idle, busy or offline.
     pub status: RunnerStatus,
     /// The job it took.
     pub job: Option<JobId>,

@@ -169,7 +169,7 @@ pub struct VmConfigSpec {
     pub name: String,
     /// Image it deploys.
     pub image: String,
-    /// Cores.
+    /// CPU cores a VM deployed from this config holds.
     pub cpu: u32,
     /// GiB (0 = automatic: 2 GiB per core).
     pub memory_gb: f64,
