@@ -6,7 +6,7 @@
 //! * the Go integration's seven gauges under the same names and label (`runner_name` =
 //!   scale set name): `runner_scale_set_total_{available,acquired,assigned,running}_jobs`,
 //!   `runner_scale_set_total_{registered,busy,idle}_runners`;
-//! * actions-runner-controller's `gha_*` listener metrics (see [`arc`]), so ARC
+//! * actions-runner-controller's `gha_*` listener metrics (see the `arc` module), so ARC
 //!   dashboards and alerts work unchanged;
 //! * `orka_runner_controller_*`: runners by lifecycle state, VMs owned, session held,
 //!   provisions and provisioning failures, reconcile decisions, API request latency and

@@ -9,7 +9,7 @@
 //!
 //! * one ERROR line names the refused version and what to do;
 //! * no VM is deployed for the scale set except one retry per `outdated_retry_interval`
-//!   (the gate in the fleet's plan step, [`VersionGate::permit_creates`]);
+//!   (the gate in the fleet's plan step, `VersionGate::permit_creates`);
 //! * with a [`RunnerVersionSource`] (the version is not pinned) the latest release is
 //!   looked up again at once and then once per retry interval; a version other than the
 //!   refused one is installed from then on and the scale set resumes by itself;

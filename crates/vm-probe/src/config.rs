@@ -78,7 +78,7 @@ pub struct SshConfig {
 impl SshConfig {
     /// Defaults for a user and credentials: the Go integration's layout for that user,
     /// 10 s connect, 20 s per protocol step, 60 s per short command, 15 min install,
-    /// 5 min readiness polled every 3 s; 1024 dialing, [`default_max_handshakes`] key
+    /// 5 min readiness polled every 3 s; 1024 dialing, four per core (at least eight) key
     /// exchanges and 128 sessions at once.
     pub fn new(username: impl Into<String>, auth: SshAuth) -> Self {
         let username = username.into();
