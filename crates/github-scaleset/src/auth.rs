@@ -1,4 +1,5 @@
-//! The REST bootstrap chain (§2.3–§2.6) and the admin-token cache.
+//! The REST bootstrap chain (docs/protocol/github-scaleset.md#bootstrap,
+//! docs/protocol/github-scaleset.md#admin-token) and the admin-token cache.
 //!
 //! Owns: the App JWT, the installation token, the registration token, runner-registration
 //! (RemoteAuth → tenant URL + admin token), and refreshing the admin token from its JWT
@@ -273,7 +274,8 @@ impl Bootstrap {
             if !denied || attempt >= policy.max_retries {
                 break resp;
             }
-            // A fresh registration token may not have propagated yet (§2.5).
+            // A fresh registration token may not have propagated yet
+            // (docs/protocol/github-scaleset.md#runner-registration).
             let delay = policy.min_delay.saturating_mul(1 << attempt.min(16)).min(policy.max_delay);
             tracing::debug!(status = resp.status.as_u16(), ?delay, "runner registration denied; retrying");
             tokio::time::sleep(delay).await;

@@ -1,6 +1,8 @@
-//! [`GitHubClient`]: the Actions-service endpoints of §3 behind [`ScaleSetApi`].
+//! [`GitHubClient`]: the Actions-service endpoints of docs/protocol/github-scaleset.md#endpoints
+//! behind [`ScaleSetApi`].
 //!
-//! Owns: URL construction under the tenant base (§3.0), the admin-token header, status
+//! Owns: URL construction under the tenant base (docs/protocol/github-scaleset.md#url-rules), the
+//! admin-token header, status
 //! handling per endpoint, and the AgentExists recovery of generate-JIT-config. Does not
 //! own: the message queue (see [`crate::SessionQueue`]) or retry timing (transport).
 
@@ -50,7 +52,8 @@ impl std::fmt::Debug for GitHubClient {
 }
 
 /// Builds `tenant_base + path` with duplicate slashes collapsed, the base's query kept,
-/// `query` appended and `api-version` added when absent (§3.0).
+/// `query` appended and `api-version` added when absent
+/// (docs/protocol/github-scaleset.md#url-rules).
 pub(crate) fn actions_url(base: &Url, path: &str, query: &[(&str, &str)]) -> Url {
     let mut url = base.clone();
     let mut joined = format!("{}/{}", base.path().trim_end_matches('/'), path);

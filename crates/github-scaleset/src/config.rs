@@ -1,4 +1,4 @@
-//! Client configuration and the GitHub config URL (§2.1, §2.2).
+//! Client configuration and the GitHub config URL (docs/protocol/github-scaleset.md#config-url).
 //!
 //! Owns: what the binary hands the client (URL, credentials, CA bundle, timeouts, retry
 //! policy) and the pure derivation of the registration scope and REST API base from the
@@ -72,7 +72,8 @@ impl Default for Timeouts {
     }
 }
 
-/// Transport retry policy (§5.2): transport errors, 429 and 5xx except 501.
+/// Transport retry policy (docs/protocol/github-scaleset.md#retries): transport errors, 429 and 5xx
+/// except 501.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (4 → 5 attempts).
@@ -103,7 +104,7 @@ pub struct GitHubConfig {
     /// The GitHub config URL: org, repo or `/enterprises/<slug>` on github.com, `*.ghe.com`
     /// or a GHES host.
     pub config_url: String,
-    /// Credentials.
+    /// The credentials that obtain registration and admin tokens (PAT or GitHub App).
     pub auth: Auth,
     /// Extra PEM CA bundle trusted in addition to the system roots (GHES with a private CA).
     pub extra_ca: Option<PathBuf>,
@@ -198,9 +199,9 @@ pub enum Scope {
     Organization(String),
     /// `https://github.com/<owner>/<repo>`.
     Repository {
-        /// Owner.
+        /// The user or organisation that owns the repository.
         owner: String,
-        /// Repository.
+        /// The repository name, without the owner.
         repo: String,
     },
     /// `https://github.com/enterprises/<slug>`.
@@ -233,7 +234,8 @@ pub struct ConfigUrl {
 }
 
 impl ConfigUrl {
-    /// Parses a config URL (§2.1) and derives the REST API base (§2.2).
+    /// Parses a config URL and derives the REST API base
+    /// (docs/protocol/github-scaleset.md#config-url).
     pub fn parse(raw: &str, force_ghes: bool) -> Result<Self, ScaleSetError> {
         let trimmed = raw.trim().trim_matches('/');
         let url = Url::parse(trimmed).map_err(|e| ScaleSetError::Config(format!("config URL: {e}")))?;

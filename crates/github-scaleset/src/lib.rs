@@ -24,7 +24,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Transport rules (§5.2): transport errors, 429 and 5xx except 501 are retried with
+//! Transport rules (docs/protocol/github-scaleset.md#retries): transport errors, 429 and 5xx except
+//! 501 are retried with
 //! exponential backoff (`Retry-After` honoured, capped); POSTs that may have been committed
 //! (create scale set, create session) are not repeated; TLS verification failures are not
 //! retried. Admin-token calls re-run the bootstrap once on 401; queue calls refresh the

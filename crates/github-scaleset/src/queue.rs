@@ -1,4 +1,6 @@
-//! [`SessionQueue`]: the long-poll message queue of one session (§3.4, §3.5, §5.4).
+//! [`SessionQueue`]: the long-poll message queue of one session
+//! (docs/protocol/github-scaleset.md#message-queue, docs/protocol/github-scaleset.md#acquire,
+//! docs/protocol/github-scaleset.md#queue-token).
 //!
 //! Owns: the session currently held (swapped on refresh), the queue-token header, the
 //! proactive refresh from the token's `exp`, and the reactive rule "401 → refresh the

@@ -1,5 +1,6 @@
 //! GitHub's JSON shapes (request and response bodies) and their mapping to the crate's
-//! types, plus the error-body parsing of §5.1.
+//! types, plus the error-body parsing in docs/protocol/github-scaleset.md#error-bodies and
+//! docs/protocol/github-scaleset.md#exceptions.
 //!
 //! Owns: field names, casing tolerance (`RunnerSetting` / `runnerSetting`), BOM stripping,
 //! and the mapping of exception type names to [`ScaleSetError`] variants. Does not own:

@@ -1,4 +1,5 @@
-//! The client against every fault case of scaleset-protocol.md §8.4, by name, over
+//! The client against every fault case of docs/protocol/github-scaleset.md#fault-cases (cases
+//! F1–F17), by name, over
 //! loopback HTTP against the fake GitHub.
 
 mod support;
@@ -26,7 +27,7 @@ fn http_error(endpoint: Endpoint, status: u16, times: u32) -> Fault {
     }
 }
 
-// ---- §8.4.1 queue token expiry ------------------------------------------------------------
+// ---- F1 queue token expiry ------------------------------------------------------------
 
 #[tokio::test]
 async fn queue_token_expiry_mid_poll_refreshes_the_session_and_retries_once() {
@@ -112,7 +113,7 @@ async fn the_queue_token_is_refreshed_ahead_of_its_exp_without_a_401() {
     assert_eq!(s.request_count(Endpoint::GetMessage), 2, "no 401 round trip");
 }
 
-// ---- §8.4.2 admin token expiry ------------------------------------------------------------
+// ---- F2 admin token expiry ------------------------------------------------------------
 
 #[tokio::test]
 async fn admin_token_is_refreshed_before_its_exp() {
@@ -177,7 +178,7 @@ async fn the_tenant_url_may_change_on_refresh() {
     assert_ne!(before, after);
 }
 
-// ---- §8.4.3 empty polls -------------------------------------------------------------------
+// ---- F3 empty polls -------------------------------------------------------------------
 
 #[tokio::test]
 async fn empty_polls_202_and_200_with_an_empty_body_mean_no_message() {
@@ -195,7 +196,7 @@ async fn empty_polls_202_and_200_with_an_empty_body_mean_no_message() {
     assert!(queue.get_message(0, 5).await.unwrap().is_some(), "the message is still there");
 }
 
-// ---- §8.4.4 session conflict, expiry ------------------------------------------------------
+// ---- F4 session conflict, expiry ------------------------------------------------------
 
 #[tokio::test]
 async fn a_stale_session_expires_after_the_idle_period() {
@@ -246,7 +247,7 @@ async fn session_expired_on_delete_is_a_typed_error() {
     assert!(matches!(client.delete_session(&queue.session()).await, Err(ScaleSetError::SessionExpired)));
 }
 
-// ---- §8.4.5 scale set deleted -------------------------------------------------------------
+// ---- F5 scale set deleted -------------------------------------------------------------
 
 #[tokio::test]
 async fn scale_set_deleted_server_side_is_scale_set_not_found() {
@@ -262,7 +263,7 @@ async fn scale_set_deleted_server_side_is_scale_set_not_found() {
     }
 }
 
-// ---- §8.4.6 duplicate delivery ------------------------------------------------------------
+// ---- F6 duplicate delivery ------------------------------------------------------------
 
 #[tokio::test]
 async fn unacknowledged_messages_are_redelivered_after_a_restart_with_last_id_zero() {
@@ -293,7 +294,7 @@ async fn the_same_job_in_two_messages() {
     assert_eq!(msgs[0].job_messages, msgs[1].job_messages, "same JobAssigned, same jobId");
 }
 
-// ---- §8.4.7 out-of-order / merged events --------------------------------------------------
+// ---- F7 out-of-order / merged events --------------------------------------------------
 
 async fn run_job_on_a_runner(fake: &testkit::github::FakeGitHub, client: &GitHubClient, ss: i64, name: &str) {
     let jit = client.generate_jit_config(ss, name).await.unwrap();
@@ -369,7 +370,7 @@ async fn assigned_and_cancelled_in_one_batch_and_foreign_or_unknown_job_messages
     );
 }
 
-// ---- §8.4.8 reassignment ------------------------------------------------------------------
+// ---- F8 reassignment ------------------------------------------------------------------
 
 #[tokio::test]
 async fn reassignment_cycle_gives_new_job_ids_then_sticks() {
@@ -396,7 +397,7 @@ async fn reassignment_cycle_gives_new_job_ids_then_sticks() {
     assert_eq!(count_type(&msgs, is_completed), 1);
 }
 
-// ---- §8.4.9 stale statistics --------------------------------------------------------------
+// ---- F9 stale statistics --------------------------------------------------------------
 
 #[tokio::test]
 async fn stale_statistics_are_delivered_as_sent() {
@@ -414,7 +415,7 @@ async fn stale_statistics_are_delivered_as_sent() {
     assert_eq!(msg.statistics.total_assigned_jobs, 2);
 }
 
-// ---- §8.4.10 premature JobCompleted -------------------------------------------------------
+// ---- F10 premature JobCompleted -------------------------------------------------------
 
 #[tokio::test]
 async fn premature_job_completed_while_the_runner_is_still_busy() {
@@ -432,7 +433,7 @@ async fn premature_job_completed_while_the_runner_is_still_busy() {
     assert_eq!(fake.state().job(job).unwrap().state, JobState::Running);
 }
 
-// ---- §8.4.11 5xx / 429 --------------------------------------------------------------------
+// ---- F11 5xx / 429 --------------------------------------------------------------------
 
 #[tokio::test]
 async fn transient_5xx_is_retried_on_idempotent_calls() {
@@ -574,7 +575,7 @@ async fn an_untyped_404_never_makes_a_runner_look_absent() {
     assert_eq!(client.get_runner(jit.runner.id).await.unwrap(), None, "AgentNotFoundException = absent");
 }
 
-// ---- §8.4.12 slow responses and resets ----------------------------------------------------
+// ---- F12 slow responses and resets ----------------------------------------------------
 
 #[tokio::test]
 async fn slow_responses_past_the_timeout_are_retried_when_idempotent() {
@@ -604,7 +605,7 @@ async fn a_connection_reset_mid_body_is_retried() {
     assert_eq!(fake.state().request_count(Endpoint::GetMessage), 2);
 }
 
-// ---- §8.4.13 BOM, text/plain and empty error bodies ---------------------------------------
+// ---- F13 BOM, text/plain and empty error bodies ---------------------------------------
 
 #[tokio::test]
 async fn bom_prefixed_bodies_parse() {
@@ -649,7 +650,7 @@ async fn text_plain_and_empty_error_bodies_become_messages() {
     }
 }
 
-// ---- §8.4.14 empty queue URL --------------------------------------------------------------
+// ---- F14 empty queue URL --------------------------------------------------------------
 
 #[tokio::test]
 async fn an_empty_queue_url_is_repaired_by_a_refresh_or_the_session_is_given_back() {
@@ -666,7 +667,7 @@ async fn an_empty_queue_url_is_repaired_by_a_refresh_or_the_session_is_given_bac
     assert!(fake.state().sessions.is_empty(), "the unusable session does not lock the scale set");
 }
 
-// ---- §8.4.15 capacity lowered mid-run -----------------------------------------------------
+// ---- F15 capacity lowered mid-run -----------------------------------------------------
 
 #[tokio::test]
 async fn capacity_lowered_mid_run_stops_new_assignments() {
@@ -684,7 +685,7 @@ async fn capacity_lowered_mid_run_stops_new_assignments() {
     assert_eq!(msgs.last().unwrap().statistics.total_assigned_jobs, 2);
 }
 
-// ---- §8.4.16 acquire flow: a strict subset ------------------------------------------------
+// ---- F16 acquire flow: a strict subset ------------------------------------------------
 
 #[tokio::test]
 async fn acquire_returns_a_strict_subset_when_jobs_went_elsewhere_or_were_cancelled() {
@@ -712,7 +713,7 @@ async fn acquire_returns_a_strict_subset_when_jobs_went_elsewhere_or_were_cancel
     assert_eq!(fake.state().job(c).unwrap().state, JobState::Elsewhere);
 }
 
-// ---- §8.4.17 unknown envelope type --------------------------------------------------------
+// ---- F17 unknown envelope type --------------------------------------------------------
 
 #[tokio::test]
 async fn an_unknown_envelope_type_is_reported_not_fatal() {

@@ -1,4 +1,5 @@
-//! [`OrkaClient`]: the Orka 3 gateway endpoints (spec §4) and the [`VmBackend`]
+//! [`OrkaClient`]: the Orka 3 gateway endpoints (docs/protocol/orka.md#endpoints) and the
+//! [`VmBackend`]
 //! implementation on top of them.
 //!
 //! Owns paths, auth, node-IP mapping of returned VMs and idempotent delete with backoff.

@@ -1,4 +1,4 @@
-//! The deploy algorithm (spec §4.4, §10.4): one call that either returns a `Running` VM
+//! The deploy algorithm (docs/protocol/orka.md#deploy): one call that either returns a `Running` VM
 //! with an SSH endpoint or returns an error having deleted the VM by name.
 //!
 //! - The name is ours (validated before sending), so cleanup is always possible.
@@ -148,7 +148,8 @@ impl OrkaClient {
 }
 
 /// The error for a failed deploy POST. The wording wins over the status code: Orka may
-/// report capacity as 500, 400 or 409 and a taken name as 409, 400 or 500 (\[U\]). A taken
+/// report capacity as 500, 400 or 409 and a taken name as 409, 400 or 500 (unconfirmed;
+/// docs/protocol/orka.md#status-codes). A taken
 /// name must never be mistaken for a failure of ours, or cleanup would delete someone
 /// else's VM.
 fn deploy_error(name: &str, status: u16, message: String, generic: impl FnOnce() -> OrkaError) -> OrkaError {

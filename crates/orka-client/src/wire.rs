@@ -1,4 +1,5 @@
-//! Orka's JSON, read leniently (spec §5.1, §10.8) and written exactly.
+//! Orka's JSON, read leniently (docs/protocol/orka.md#vm-object, docs/protocol/orka.md#conventions)
+//! and written exactly.
 //!
 //! Owns the wire models and their conversion into this crate's public types. Ports are
 //! accepted as integers, numeric strings, `null` or absent; unknown fields are ignored;
@@ -47,7 +48,8 @@ pub(crate) struct Items<T> {
 }
 
 /// The deploy body. Field names are Orka's camelCase; metadata goes in
-/// `customVMMetadata` (the CRD's name; the gateway's is unverified, spec §4.4 \[U\]).
+/// `customVMMetadata` (the CRD's name; the gateway's is unverified, unconfirmed,
+/// docs/protocol/orka.md#metadata).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireDeploy<'a> {

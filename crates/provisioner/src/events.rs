@@ -86,9 +86,9 @@ pub enum JobEventKind {
         /// Runner name.
         runner: String,
     },
-    /// Completed.
+    /// Completed with a result (succeeded, failed, cancelled, …), possibly before any runner took it.
     Completed {
-        /// Result.
+        /// How the job ended.
         result: JobResult,
         /// Runner name (empty when no runner took it).
         runner: String,

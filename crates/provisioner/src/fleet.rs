@@ -392,8 +392,7 @@ impl Fleet {
     /// Whether job messages say a job runs on the runner `name`: a `JobStarted` named it
     /// and the same job's `JobCompleted` has not arrived (within the job retention). This,
     /// not the `busy` flag of GitHub's runner list (which reports scale-set runners idle
-    /// while they run a job), is the controller's own evidence of a busy runner it does not
-    /// track.
+    /// while they run a job), is the controller's own evidence of a busy runner it does not track.
     pub fn job_running_on(&self, name: &str) -> bool {
         self.shared.lock().jobs.running_on(name)
     }

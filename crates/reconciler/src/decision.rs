@@ -146,7 +146,7 @@ pub enum Action {
     RecheckLater,
 }
 
-/// Why.
+/// Why a [`Decision`] chose its action; its label appears in logs, metrics and the `reconcile` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// Orka reports the VM `Failed`.
@@ -206,7 +206,7 @@ impl Reason {
 pub struct Decision {
     /// What to do.
     pub action: Action,
-    /// Why.
+    /// The evidence that led to the action.
     pub reason: Reason,
 }
 

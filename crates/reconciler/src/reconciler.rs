@@ -183,8 +183,7 @@ pub struct ReconcileReport {
 
 impl ReconcileReport {
     /// The table in one line for logs: how many VMs got each action and reason, e.g.
-    /// `delete/no_runner=50 delete/unreachable=50 adopt/busy_per_github=5`, most frequent
-    /// first.
+    /// `delete/no_runner=50 delete/unreachable=50 adopt/busy_per_github=5`, most frequent first.
     pub fn summary(&self) -> String {
         let mut counts: HashMap<(&'static str, &'static str), usize> = HashMap::new();
         for row in &self.rows {

@@ -31,8 +31,7 @@ pub trait FleetControl: Send + Sync {
     /// the reconciler's sweep of registrations whose VM is gone), sorted.
     fn seen_runner_names(&self) -> Vec<String>;
 
-    /// Drops `name` from [`FleetControl::seen_runner_names`] once its registration is
-    /// settled.
+    /// Drops `name` from [`FleetControl::seen_runner_names`] once its registration is settled.
     fn forget_seen_runner(&self, name: &str);
 
     /// Whether job messages say a job runs on the runner `name` (a `JobStarted` named it

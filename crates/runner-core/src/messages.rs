@@ -1,4 +1,4 @@
-//! The message envelope and the job messages inside it (§4).
+//! The message envelope and the job messages inside it (docs/protocol/github-scaleset.md#messages).
 //!
 //! The envelope's `body` is a JSON *string* holding a JSON array of job messages, so it is
 //! parsed twice. Parsing is lenient where the service is known to be sloppy: a UTF-8 BOM

@@ -1,4 +1,4 @@
-//! VM naming and ownership (DESIGN.md §2).
+//! VM naming and ownership (docs/compatibility.md#vm-naming, docs/compatibility.md#ownership).
 //!
 //! VM name = runner name = `<scale-set-name>-<5 chars [a-z0-9]>`. The controller
 //! generates names itself so a failed deploy can always be deleted by name, and owns

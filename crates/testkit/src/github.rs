@@ -1,11 +1,11 @@
 //! Fake GitHub: REST bootstrap, Actions service and message queue over real loopback HTTP
-//! (spec: scaleset-protocol.md §8), plus the fake-runner endpoint of the fake-runner
+//! (docs/protocol/github-scaleset.md#fake), plus the fake-runner endpoint of the fake-runner
 //! contract and a control API (in-process methods on [`FakeGitHub`] and `/_fake/…` over
 //! HTTP, see [`control`](self#http-control-api)).
 //!
 //! Owns: a faithful, stateful, fault-injectable imitation of the service for tests, the
 //! e2e suite and the `demo`. Does not own (and must not know): the client crate — it is an
-//! independent reading of the spec.
+//! independent reading of docs/protocol/github-scaleset.md.
 //!
 //! # HTTP control API
 //!
@@ -110,10 +110,10 @@ pub struct FakeGitHubConfig {
     pub long_poll_hold: Duration,
     /// A session without queue activity for this long expires.
     pub session_idle_expiry: Duration,
-    /// Heartbeat lease of fake runners (contract §3).
+    /// Heartbeat lease of fake runners (a fake runner that stops polling for this long is gone).
     pub runner_lease: Duration,
     /// Assignment lease: an assigned job no runner took within it is cancelled and
-    /// reassigned with a new `jobId` (§4.5). `None` = never.
+    /// reassigned with a new `jobId` (docs/protocol/github-scaleset.md#assignment). `None` = never.
     pub assignment_lease: Option<Duration>,
     /// Assignment attempts before an assignment sticks.
     pub max_assignment_attempts: u32,

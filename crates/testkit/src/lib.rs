@@ -4,7 +4,7 @@
 //!
 //! This is product code: people who embed our crates use it to test their own tools.
 //! It deliberately depends on none of the client crates, so the clients' contract tests
-//! check two independent readings of the specs against each other.
+//! check two independent readings of the protocol pages (docs/protocol/) against each other.
 
 pub mod github;
 pub mod orka;

@@ -1,9 +1,10 @@
-//! Fake Orka: the Orka 3 gateway REST API with a stateful cluster (spec: orka-api.md §11).
+//! Fake Orka: the Orka 3 gateway REST API with a stateful cluster (docs/protocol/orka.md#fake).
 //!
 //! [`FakeOrka::start`] serves the API on a loopback port: namespaces, nodes with CPU /
 //! memory / VM-count capacity and per-node SSH ports from 8822, VM configs, images and
 //! tokens with expiry and namespace access. Deploys block until the VM boots (visible as
-//! `Pending` meanwhile) or the server-side timeout passes; every fault of §11.4 can be
+//! `Pending` meanwhile) or the server-side timeout passes; every fault of
+//! docs/protocol/orka.md#fault-cases can be
 //! armed ([`Fault`]); every call is journaled ([`JournalEntry`]); the peak number of
 //! VMs is recorded. The same control operations are served over HTTP under `/__fake/`.
 //!
@@ -11,7 +12,7 @@
 //! [`VmProvider::boot`], so they are really connectable.
 //!
 //! It does not depend on the Orka client: the client's contract tests check two
-//! independent readings of the spec against each other.
+//! independent readings of docs/protocol/orka.md against each other.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -1,4 +1,5 @@
-//! The in-VM layout shared with the Go integration (DESIGN.md §2), so VMs started by
+//! The in-VM layout shared with the Go integration (docs/compatibility.md#vm-layout), so VMs
+//! started by
 //! either controller can be adopted by the other.
 
 /// Set once the runner is installed and configured.
@@ -37,7 +38,7 @@ pub struct VmLayout {
 }
 
 impl VmLayout {
-    /// The layout of the Go integration for a VM user (DESIGN.md §2).
+    /// The layout of the Go integration for a VM user (docs/compatibility.md#vm-layout).
     pub fn for_user(username: &str) -> Self {
         VmLayout {
             runner_dir: runner_dir(username),

@@ -1,6 +1,7 @@
 //! SSH into Orka VMs.
 //!
-//! This crate owns the in-VM layout (DESIGN.md §2: runner directory, sentinel files, pid
+//! This crate owns the in-VM layout (docs/compatibility.md#vm-layout: runner directory, sentinel
+//! files, pid
 //! file) and every command run inside a VM: the one-round-trip probe of a runner's state,
 //! installing and starting the runner detached, stopping it, reading its log. The
 //! [`VmShell`] seam (defined in `runner-core`, re-exported here) is what the provisioner

@@ -29,7 +29,7 @@ pub(crate) fn wrap(script: &str) -> String {
 /// An extended regex matching `<runner_dir>/run.sh` but not its own text: the first letter
 /// of the last path component is put in brackets (`/Users/admin/[a]ctions-runner/run\.sh`),
 /// so the probing shell, whose command line holds the pattern, never matches it
-/// (DESIGN.md §2).
+/// (docs/compatibility.md#liveness).
 pub(crate) fn run_sh_pattern(layout: &VmLayout) -> String {
     let run_sh = layout.run_sh();
     let last_component_start = run_sh[..run_sh.len() - "/run.sh".len()].rfind('/').map_or(0, |i| i + 1);

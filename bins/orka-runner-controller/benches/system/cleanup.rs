@@ -17,7 +17,7 @@ use crate::harness::{Controller, WorldSpec, eventually, secs, start_world};
 /// Parameters of the scenario.
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// PROBE_INTERVAL.
+    /// The `PROBE_INTERVAL` the controller runs with.
     pub probe_interval: Duration,
     /// VM_TRACKER_INTERVAL (the reconcile interval).
     pub reconcile_interval: Duration,

@@ -29,7 +29,7 @@ pub struct Params {
     pub dead: usize,
     /// Busy VMs whose SSH stops answering.
     pub busy: usize,
-    /// PROBE_TIMEOUT.
+    /// The `PROBE_TIMEOUT` the controller runs with.
     pub probe_timeout: Duration,
     /// VM_TRACKER_INTERVAL values, one run each.
     pub intervals: Vec<Duration>,

@@ -12,7 +12,7 @@ pub struct Usage {
     pub cpu: Duration,
     /// Resident set size, KiB.
     pub rss_kib: u64,
-    /// Threads.
+    /// Number of threads of the process.
     pub threads: u64,
 }
 

@@ -27,7 +27,7 @@ pub struct Params {
     pub sizes: Vec<usize>,
     /// Percentages of black-hole VMs.
     pub unreachable: Vec<usize>,
-    /// PROBE_TIMEOUT.
+    /// The `PROBE_TIMEOUT` the controller runs with.
     pub probe_timeout: Duration,
 }
 

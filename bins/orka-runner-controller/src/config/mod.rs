@@ -46,7 +46,7 @@ pub struct Config {
     pub runners: RunnerSettings,
     /// Reconciliation and probing.
     pub reconcile: ReconcileSettings,
-    /// Logging.
+    /// Log level and format.
     pub logging: LoggingSettings,
     /// HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
     pub http: HttpSettings,
@@ -110,7 +110,7 @@ pub struct GitHubSettings {
     pub url: url::Url,
     /// What `GITHUB_URL` points at.
     pub scope: GitHubScope,
-    /// Credentials.
+    /// How to authenticate to GitHub (PAT or GitHub App).
     pub auth: GitHubAuth,
     /// `GITHUB_TOKEN`: github.com token for the latest-release lookup only.
     pub release_lookup_token: Option<SecretString>,

@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn every_go_variable_of_the_compatibility_contract_is_accepted() {
-        // DESIGN.md §2, verbatim.
+        // Every Go variable listed in docs/compatibility.md#settings.
         for name in [
             "GITHUB_URL",
             "GITHUB_APP_ID",

@@ -107,7 +107,7 @@ pub fn parse_id(raw: &str) -> Result<u64, String> {
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
-    /// Everything.
+    /// Everything: the most detailed level.
     Trace,
     /// Debugging detail.
     Debug,
@@ -115,7 +115,7 @@ pub enum LogLevel {
     Info,
     /// Something unexpected that was handled.
     Warn,
-    /// Failures.
+    /// Failures that need attention.
     Error,
 }
 

@@ -141,14 +141,7 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
         );
         println!("{:<32} {:<9} {:<14} {:<22} evidence", "VM", "status", "action", "reason");
         for row in &report.rows {
-            let evidence = row.evidence.map(|e| format!("{e:?}")).unwrap_or_else(|| "-".into());
-            println!(
-                "{:<32} {:<9} {:<14} {:<22} {evidence}",
-                row.vm,
-                row.status.to_string(),
-                row.action_label(),
-                row.reason_label()
-            );
+            println!("{}", decision_table_line(row));
         }
         if !report.registrations_removed.is_empty() {
             let verb = if dry_run { "would remove" } else { "removed" };
@@ -164,4 +157,58 @@ pub async fn reconcile_once(config: &Config, dry_run: bool) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// One VM's line of the `reconcile` table: name, Orka status, action, reason and the
+/// evidence as its one-line label (`orka=… github=… probe=… strikes=…`), never `Debug`.
+fn decision_table_line(row: &reconciler::DecisionRow) -> String {
+    format!(
+        "{:<32} {:<9} {:<14} {:<22} {}",
+        row.vm,
+        row.status.to_string(),
+        row.action_label(),
+        row.reason_label(),
+        row.evidence_label()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use orka_client::VmStatus;
+    use reconciler::{DecisionRow, Evidence, OrkaEvidence, ProbeEvidence, RunnerEvidence};
+
+    use super::decision_table_line;
+
+    fn row(evidence: Option<Evidence>) -> DecisionRow {
+        DecisionRow {
+            vm: "ghr-abc12".to_owned(),
+            status: VmStatus::Running,
+            evidence,
+            decision: None,
+            applied: false,
+        }
+    }
+
+    #[test]
+    fn the_table_prints_the_evidence_label_not_its_debug_form() {
+        let evidence = Evidence {
+            orka: OrkaEvidence::Running,
+            runner: RunnerEvidence::Idle,
+            probe: ProbeEvidence::Unreachable,
+            previous_probe_failures: 1,
+            job_running: false,
+        };
+        let line = decision_table_line(&row(Some(evidence)));
+        assert!(line.starts_with("ghr-abc12 "), "{line}");
+        assert!(line.ends_with("orka=running github=idle probe=unreachable strikes=1"), "{line}");
+        assert!(!line.contains("Evidence"), "Debug form leaked: {line}");
+        assert!(!line.contains("OrkaEvidence"), "Debug form leaked: {line}");
+    }
+
+    #[test]
+    fn a_row_left_to_the_fleet_says_so() {
+        let line = decision_table_line(&row(None));
+        assert!(line.contains("tracked"), "{line}");
+        assert!(line.ends_with("tracked by the fleet"), "{line}");
+    }
 }

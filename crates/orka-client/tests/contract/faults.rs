@@ -1,4 +1,4 @@
-//! Every fault of orka-api.md §11.4, by name (the SSH faults belong to vm-probe).
+//! Every fault of docs/protocol/orka.md#fault-cases, by name (the SSH faults belong to vm-probe).
 //! Every failing deploy must leave no VM in the fake.
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Contract tests: the Orka client against the fake Orka of `testkit` over real loopback
-//! HTTP. Two independent readings of orka-api.md checked against each other.
+//! HTTP. Two independent readings of docs/protocol/orka.md checked against each other.
 //!
-//! - `scenarios`: the test scenarios of spec §11.6.
-//! - `faults`: every fault of spec §11.4, by name.
+//! - `scenarios`: the test scenarios of docs/protocol/orka.md#scenarios.
+//! - `faults`: every fault of docs/protocol/orka.md#fault-cases, by name.
 //! - `api`: endpoints, lenient parsing, node-IP mapping, metadata, cancellation.
 //! - `tls`: https with normal verification and an extra CA bundle.
 //!

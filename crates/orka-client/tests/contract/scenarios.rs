@@ -1,4 +1,4 @@
-//! The test scenarios of orka-api.md §11.6, against the fake over loopback.
+//! The test scenarios of docs/protocol/orka.md#scenarios, against the fake over loopback.
 //! (Scenario 9, SSH slow start, belongs to vm-probe: the Orka side ends at a `Running`
 //! VM with a connectable endpoint, proven by scenario 1.)
 
@@ -11,7 +11,8 @@ use testkit::orka::{CapacityMode, ErrorBody, FakeOrkaConfig, Fault, Route, SeedV
 
 use crate::common::*;
 
-/// §11.6.1 Happy path: deploy from config → the endpoint accepts TCP → delete; the journal
+/// S1 (docs/protocol/orka.md#scenarios): Happy path: deploy from config → the endpoint accepts TCP
+/// → delete; the journal
 /// shows the POST with our generated name and `timeout`, then the DELETE.
 #[tokio::test]
 async fn scenario_1_happy_path_deploy_connect_delete() {
@@ -41,7 +42,8 @@ async fn scenario_1_happy_path_deploy_connect_delete() {
     assert!(delete > post);
 }
 
-/// §11.6.2 The deploy times out client-side → exactly one DELETE for that name; no VM left.
+/// S2 (docs/protocol/orka.md#scenarios): The deploy times out client-side → exactly one DELETE for
+/// that name; no VM left.
 #[tokio::test]
 async fn scenario_2_client_side_timeout_deletes_exactly_once() {
     let (fake, client) = start(fake_config()).await;
@@ -57,7 +59,8 @@ async fn scenario_2_client_side_timeout_deletes_exactly_once() {
     assert_no_vms(&fake);
 }
 
-/// §11.6.3 Capacity exhausted then freed → the caller retries with backoff and succeeds.
+/// S3 (docs/protocol/orka.md#scenarios): Capacity exhausted then freed → the caller retries with
+/// backoff and succeeds.
 #[tokio::test]
 async fn scenario_3_capacity_exhausted_then_freed() {
     let mut config = FakeOrkaConfig::with_capacity(1, 1).boot_delay(Duration::from_millis(20));
@@ -92,7 +95,7 @@ async fn scenario_3_capacity_exhausted_then_freed() {
     assert_eq!(fake.vms().len(), 1, "only the successful VM exists");
 }
 
-/// §11.6.4 409 on the name → a new name, success; the other VM is untouched.
+/// S4 (docs/protocol/orka.md#scenarios): 409 on the name → a new name, success; the other VM is untouched.
 #[tokio::test]
 async fn scenario_4_name_conflict_regenerates_the_name() {
     let (fake, client) = start(fake_config()).await;
@@ -110,7 +113,7 @@ async fn scenario_4_name_conflict_regenerates_the_name() {
     assert_eq!(posts[0].status, Some(409));
 }
 
-/// §11.6.5 Token expired mid-run → an auth error, no retry storm.
+/// S5 (docs/protocol/orka.md#scenarios): Token expired mid-run → an auth error, no retry storm.
 #[tokio::test]
 async fn scenario_5_token_expired_mid_run() {
     let (fake, client) = start(fake_config()).await;
@@ -129,7 +132,8 @@ async fn scenario_5_token_expired_mid_run() {
     assert!(err.to_string().contains("401"));
 }
 
-/// §11.6.6 The VM vanishes during the job → GET says gone, list omits it, delete is OK.
+/// S6 (docs/protocol/orka.md#scenarios): The VM vanishes during the job → GET says gone, list omits
+/// it, delete is OK.
 #[tokio::test]
 async fn scenario_6_vm_vanishes_during_the_job() {
     let (fake, client) = start(fake_config()).await;
@@ -148,7 +152,8 @@ async fn scenario_6_vm_vanishes_during_the_job() {
     assert_eq!(deletes[0].status, Some(404));
 }
 
-/// §11.6.7 A 502 burst on list/delete → list reports a retryable error, delete retries
+/// S7 (docs/protocol/orka.md#scenarios): A 502 burst on list/delete → list reports a retryable
+/// error, delete retries
 /// by itself; the state ends consistent.
 #[tokio::test]
 async fn scenario_7_502_burst_on_list_and_delete() {
@@ -173,7 +178,8 @@ async fn scenario_7_502_burst_on_list_and_delete() {
     assert!(bounded(client.list_vms()).await.unwrap().is_empty());
 }
 
-/// §11.6.8 GC: stray VMs with our prefix and foreign VMs → only ours are deleted
+/// S8 (docs/protocol/orka.md#scenarios): GC: stray VMs with our prefix and foreign VMs → only ours
+/// are deleted
 /// (list returns everything; ownership is decided client-side by exact name).
 #[tokio::test]
 async fn scenario_8_gc_deletes_only_our_vms() {

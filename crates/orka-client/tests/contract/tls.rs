@@ -1,5 +1,6 @@
 //! https endpoints: normal certificate verification, and an extra CA bundle for clusters
-//! with a private CA (spec §2.2). A minimal TLS server on loopback stands in for Orka.
+//! with a private CA (docs/protocol/orka.md#base-url). A minimal TLS server on loopback stands in
+//! for Orka.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Errors of the GitHub client, with the service's named exceptions as variants (§5.1).
+//! Errors of the GitHub client, with the service's named exceptions as variants
+//! (docs/protocol/github-scaleset.md#exceptions).
 
 use std::time::Duration;
 

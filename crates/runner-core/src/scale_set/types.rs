@@ -3,7 +3,8 @@
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Job and runner counts the service attaches to sessions and messages (§4.3).
+/// Job and runner counts the service attaches to sessions and messages
+/// (docs/protocol/github-scaleset.md#statistics).
 ///
 /// `total_assigned_jobs` is the scaling signal. The counts are not guaranteed to be
 /// consistent with each other or with the message body they arrive with.
@@ -79,7 +80,7 @@ pub struct ScaleSet {
     pub runner_group_id: i64,
     /// Runner group name, when the service sends it.
     pub runner_group_name: Option<String>,
-    /// Labels.
+    /// The labels jobs use to target this scale set.
     pub labels: Vec<Label>,
     /// Runner settings.
     pub runner_setting: RunnerSetting,

@@ -12,7 +12,7 @@ use crate::{ProbeReport, ShellError};
 pub struct SshTarget {
     /// Host or IP.
     pub host: String,
-    /// Port.
+    /// The SSH port on `host`: for an Orka VM the node port mapped to its sshd, not 22.
     pub port: u16,
 }
 

@@ -10,12 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Identifies a job in the fake (not GitHub's `jobId`, which changes per assignment).
 pub type JobId = u64;
 
-/// Which service generation the fake imitates (§4.4).
+/// Which service generation the fake imitates (docs/protocol/github-scaleset.md#flavours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Flavour {
-    /// github.com broker: `JobAssigned` directly, `runnerRequestId` 0, a UUID `jobId` per
-    /// assignment.
+    /// github.com broker: `JobAssigned` directly, `runnerRequestId` 0, a UUID `jobId` per assignment.
     #[default]
     Assign,
     /// GHES / older github.com: `JobAvailable` → `acquirejobs` → `JobAssigned`, positive
@@ -36,7 +35,7 @@ pub struct JobSpec {
     pub result: String,
     /// Repository name.
     pub repository: String,
-    /// Owner.
+    /// The repository's owner (user or organisation).
     pub owner: String,
     /// Workflow ref.
     pub workflow_ref: String,
@@ -97,7 +96,8 @@ mod millis {
     }
 }
 
-/// The statistics object (§4.3), as the fake computes or injects it.
+/// The statistics object (docs/protocol/github-scaleset.md#statistics), as the fake computes or
+/// injects it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FakeStatistics {
@@ -107,7 +107,7 @@ pub struct FakeStatistics {
     pub total_acquired_jobs: u32,
     /// Assigned to the scale set (waiting or running).
     pub total_assigned_jobs: u32,
-    /// Running.
+    /// Jobs currently running on a runner of the scale set.
     pub total_running_jobs: u32,
     /// Registered runners (connected or not).
     pub total_registered_runners: u32,
@@ -178,7 +178,8 @@ pub enum RetryAfter {
     HttpDate(u64),
 }
 
-/// Shape of an injected error body (§5.1, §8.4.13).
+/// Shape of an injected error body (docs/protocol/github-scaleset.md#error-bodies, fault F13 of
+/// docs/protocol/github-scaleset.md#fault-cases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorBodyKind {
@@ -191,19 +192,20 @@ pub enum ErrorBodyKind {
     Empty,
 }
 
-/// A fault to inject (§8.4). Counted faults apply to the next `times` matching events.
+/// A fault to inject (docs/protocol/github-scaleset.md#fault-cases). Counted faults apply to the
+/// next `times` matching events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
-    /// §8.4.1: every current queue token becomes invalid now; held polls end with 401.
+    /// F1: every current queue token becomes invalid now; held polls end with 401.
     ExpireQueueTokens,
-    /// §8.4.1 variant: the next `times` session refreshes answer 404 `RunnerAdminException`
+    /// F1 variant: the next `times` session refreshes answer 404 `RunnerAdminException`
     /// ("session … doesn't exist in redis") and the session is dropped.
     RefreshSessionNotFound {
         /// How many refreshes.
         times: u32,
     },
-    /// §8.4.2: every admin token issued so far becomes invalid (401 on Actions calls).
+    /// F2: every admin token issued so far becomes invalid (401 on Actions calls).
     ExpireAdminTokens,
     /// The operator's credentials stop working (PAT revoked, App uninstalled): from now
     /// until [`Fault::RestoreCredentials`] the registration-token and installation-token
@@ -213,49 +215,49 @@ pub enum Fault {
     /// Ends [`Fault::RevokeCredentials`]: the credentials work again (tokens revoked
     /// meanwhile stay invalid; new ones are issued).
     RestoreCredentials,
-    /// §8.4.2 variant: runner-registration answers `status` (401/403) `times` times.
+    /// F2 variant: runner-registration answers `status` (401/403) `times` times.
     RegistrationDenied {
         /// 401 or 403.
         status: u16,
         /// How many times.
         times: u32,
     },
-    /// §8.4.2 variant: the next runner-registration returns a new tenant URL; the old one
+    /// F2 variant: the next runner-registration returns a new tenant URL; the old one
     /// answers 404 from then on.
     ChangeTenantUrl,
-    /// §8.4.3: the next `times` polls answer 200 with an empty body.
+    /// F3: the next `times` polls answer 200 with an empty body.
     EmptyPollResponse {
         /// How many polls.
         times: u32,
     },
-    /// §8.4.4: every session expires now (as after the idle period).
+    /// F4: every session expires now (as after the idle period).
     ExpireSessions,
-    /// §8.4.4: the next `times` session deletes answer 400 `RunnerScaleSetSessionExpiredException`.
+    /// F4: the next `times` session deletes answer 400 `RunnerScaleSetSessionExpiredException`.
     SessionExpiredOnDelete {
         /// How many deletes.
         times: u32,
     },
-    /// §8.4.5: the scale set is deleted server-side (404 `RunnerScaleSetNotFoundException`).
+    /// F5: the scale set is deleted server-side (404 `RunnerScaleSetNotFoundException`).
     DeleteScaleSet {
-        /// Which.
+        /// The id of the scale set to delete.
         scale_set_id: i64,
     },
-    /// §8.4.6: the next `times` batches are also delivered again in a later message.
+    /// F6: the next `times` batches are also delivered again in a later message.
     DuplicateBatches {
         /// How many batches.
         times: u32,
     },
-    /// §8.4.7 (merged events): no new message is formed until [`Fault::ResumeDelivery`];
+    /// F7 (merged events): no new message is formed until [`Fault::ResumeDelivery`];
     /// events pile up and then arrive together.
     PauseDelivery,
     /// Ends [`Fault::PauseDelivery`].
     ResumeDelivery,
-    /// §8.4.7 (out of order): the next `times` batches are delivered in reverse order.
+    /// F7 (out of order): the next `times` batches are delivered in reverse order.
     ReverseBatches {
         /// How many batches.
         times: u32,
     },
-    /// §8.4.7 / §8.4.17: raw job messages appended to a scale set's next batch (e.g. a
+    /// F7 / F17: raw job messages appended to a scale set's next batch (e.g. a
     /// `JobStarted` for an unknown runner, an unknown `messageType`).
     InjectJobMessages {
         /// Which scale set.
@@ -263,25 +265,25 @@ pub enum Fault {
         /// The raw job-message objects.
         messages: Vec<serde_json::Value>,
     },
-    /// §8.4.8: the job's current assignment is cancelled (`JobCompleted` canceled, runner 0)
+    /// F8: the job's current assignment is cancelled (`JobCompleted` canceled, runner 0)
     /// and the job assigned again with a new `jobId`.
     Reassign {
         /// Which job.
         job: JobId,
     },
-    /// §8.4.9: the next `times` statistics objects (sessions and messages) are these.
+    /// F9: the next `times` statistics objects (sessions and messages) are these.
     StaleStatistics {
         /// Values to report.
         statistics: FakeStatistics,
         /// How many times.
         times: u32,
     },
-    /// §8.4.10: `JobCompleted` (succeeded) is emitted while the job keeps running.
+    /// F10: `JobCompleted` (succeeded) is emitted while the job keeps running.
     PrematureCompletion {
         /// Which job.
         job: JobId,
     },
-    /// §8.4.11 / §8.4.13: the next `times` requests to `endpoint` answer `status`.
+    /// F11 / F13: the next `times` requests to `endpoint` answer `status`.
     HttpError {
         /// Which endpoint.
         endpoint: Endpoint,
@@ -300,7 +302,7 @@ pub enum Fault {
         #[serde(default)]
         after_commit: bool,
     },
-    /// §8.4.12: the next `times` requests to `endpoint` are held this long first.
+    /// F12: the next `times` requests to `endpoint` are held this long first.
     Delay {
         /// Which endpoint.
         endpoint: Endpoint,
@@ -309,32 +311,32 @@ pub enum Fault {
         /// How many requests.
         times: u32,
     },
-    /// §8.4.12: the next `times` responses of `endpoint` break off mid-body.
+    /// F12: the next `times` responses of `endpoint` break off mid-body.
     ResetConnection {
         /// Which endpoint.
         endpoint: Endpoint,
         /// How many responses.
         times: u32,
     },
-    /// §8.4.13: the next `times` JSON responses of `endpoint` start with a UTF-8 BOM.
+    /// F13: the next `times` JSON responses of `endpoint` start with a UTF-8 BOM.
     Bom {
         /// Which endpoint.
         endpoint: Endpoint,
         /// How many responses.
         times: u32,
     },
-    /// §8.4.14: the next `times` session creates/refreshes return `messageQueueUrl: ""`.
+    /// F14: the next `times` session creates/refreshes return `messageQueueUrl: ""`.
     EmptyQueueUrl {
         /// How many.
         times: u32,
     },
-    /// §8.4.16: the next `times` acquirejobs calls find every job taken by another scale
+    /// F16: the next `times` acquirejobs calls find every job taken by another scale
     /// set (they answer an empty subset; the jobs leave this scale set).
     AcquireTakenElsewhere {
         /// How many calls.
         times: u32,
     },
-    /// §8.4.17: the next `times` messages carry an unknown envelope `messageType`.
+    /// F17: the next `times` messages carry an unknown envelope `messageType`.
     UnknownEnvelopeType {
         /// How many messages.
         times: u32,
@@ -432,9 +434,9 @@ pub struct SessionSnapshot {
 /// A scale set in a [`FakeState`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleSetSnapshot {
-    /// Id.
+    /// The scale set's id, as the service assigned it.
     pub id: i64,
-    /// Name.
+    /// The scale set's name (unique per runner group).
     pub name: String,
     /// Runner group.
     pub runner_group_id: i64,
@@ -457,9 +459,9 @@ pub struct ScaleSetSnapshot {
 pub struct JobSnapshot {
     /// Fake job id.
     pub id: JobId,
-    /// State.
+    /// Where the job is in its lifecycle.
     pub state: JobState,
-    /// Labels.
+    /// The labels the job asks for.
     pub labels: Vec<String>,
     /// Scale set it is offered/assigned to.
     pub scale_set_id: Option<i64>,
@@ -482,11 +484,11 @@ pub struct JobSnapshot {
 pub struct RunnerSnapshot {
     /// Runner id.
     pub id: i64,
-    /// Name.
+    /// The runner's registered name.
     pub name: String,
     /// Scale set.
     pub scale_set_id: i64,
-    /// Status.
+    /// Where the runner is in its lifecycle: registered, idle, busy or offline.
     pub status: RunnerStatus,
     /// The job it took.
     pub job: Option<JobId>,
@@ -539,7 +541,8 @@ pub fn endpoint_name(endpoint: Endpoint) -> String {
     serde_json::to_value(endpoint).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// What `/_fake/runner/poll` tells a fake runner (contract §2).
+/// What `POST /_fake/runner/poll` tells a fake runner (the fake-runner contract; see
+/// `control.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunnerPoll {
@@ -553,7 +556,8 @@ pub enum RunnerPoll {
     Removed,
 }
 
-/// The decoded `encodedJITConfig` of the fake (contract §1).
+/// The decoded `encodedJITConfig` of the fake: under the fake-runner contract the JIT config
+/// a fake runner receives decodes to this (see `control.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FakeJitConfig {
     /// The fake GitHub's base URL.

@@ -1,4 +1,4 @@
-//! The fake service's state model (§8.2) and its transitions.
+//! The fake service's state model (docs/protocol/github-scaleset.md#fake) and its transitions.
 //!
 //! Owns: scale sets and their queues, sessions, jobs (queued → available → assigned →
 //! running → completed), runners (registered → idle → busy → done), statistics, pending
@@ -325,7 +325,8 @@ impl State {
         self.cfg.runner_groups.iter().find(|(gid, _)| *gid == id).map(|(_, n)| n.clone()).unwrap_or_default()
     }
 
-    /// Records the capacity a poll advertised (§8.2: assigned ≤ capacity).
+    /// Records the capacity a poll advertised (assigned ≤ advertised capacity:
+    /// docs/protocol/github-scaleset.md#message-queue).
     pub(crate) fn set_capacity(&mut self, ss_id: i64, capacity: u32) {
         if let Some(ss) = self.scale_sets.get_mut(&ss_id)
             && ss.max_capacity != Some(capacity)
@@ -603,7 +604,8 @@ impl State {
         true
     }
 
-    /// §8.4.8: cancel the current assignment and queue the job again.
+    /// Fault F8 of docs/protocol/github-scaleset.md#fault-cases: cancel the current assignment and
+    /// queue the job again.
     pub(crate) fn reassign(&mut self, id: JobId) -> bool {
         let Some(job) = self.jobs.get(&id) else { return false };
         if job.state != JobState::Assigned {
@@ -624,7 +626,8 @@ impl State {
         true
     }
 
-    /// §8.4.10: `JobCompleted` while the job keeps running.
+    /// Fault F10 of docs/protocol/github-scaleset.md#fault-cases: `JobCompleted` while the job
+    /// keeps running.
     pub(crate) fn premature_completion(&mut self, id: JobId) -> bool {
         let Some(job) = self.jobs.get(&id) else { return false };
         if job.state != JobState::Running {

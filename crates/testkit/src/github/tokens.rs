@@ -23,7 +23,7 @@ pub(crate) struct Claims {
     pub(crate) generation: u64,
     /// Tenant generation (admin) or session id (queue).
     pub(crate) subject: String,
-    /// Uniqueness.
+    /// A random token id (UUID), so two tokens issued in the same second differ.
     pub(crate) jti: String,
 }
 

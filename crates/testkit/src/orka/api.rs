@@ -1,4 +1,5 @@
-//! The Orka 3 gateway API of the fake (spec orka-api.md §4, §11.1, §11.3): routes, auth,
+//! The Orka 3 gateway API of the fake (docs/protocol/orka.md#endpoints,
+//! docs/protocol/orka.md#fake): routes, auth,
 //! request validation, blocking deploy, and the middleware that journals every call and
 //! applies armed faults.
 //!
@@ -306,7 +307,7 @@ async fn deploy(AxumState(shared): Shr, Path(ns): Path<String>, headers: HeaderM
         Ok(Value::Object(map)) => Fields(map),
         _ => return bad_request("request body must be a JSON object"),
     };
-    // `shouldGenerateName` appends `-xxxxx`; without a name the prefix is `vm` ([U]).
+    // `shouldGenerateName` appends `-xxxxx`; without a name the prefix is `vm` (unconfirmed).
     let name = match (fields.str("name"), fields.bool("shouldGenerateName")) {
         (Some(name), false) => name,
         (Some(prefix), true) => format!("{prefix}-{}", random_suffix()),

@@ -1,6 +1,6 @@
 //! Configuration of the fake Orka: the cluster it starts with (namespaces, nodes, VM
-//! configs, images, tokens) and the behaviours the spec leaves open (\[U\] in
-//! orka-api.md), each a knob with a realistic default.
+//! configs, images, tokens) and the behaviours the Orka API leaves unconfirmed (marked *unconfirmed* in
+//! docs/protocol/orka.md), each a knob with a realistic default.
 //!
 //! It holds plain data only; the running state lives in `state`.
 
@@ -39,13 +39,16 @@ pub struct FakeOrkaConfig {
     pub default_timeout_minutes: u64,
     /// What a deploy does when no node has room.
     pub capacity_mode: CapacityMode,
-    /// Status of a deploy whose name is taken (409 in Kubernetes; \[U\]).
+    /// Status of a deploy whose name is taken (409 in Kubernetes; unconfirmed, see
+    /// docs/protocol/orka.md#status-codes).
     pub conflict_status: u16,
-    /// Status of a successful deploy (200 or 201; \[U\]).
+    /// Status of a successful deploy (200 or 201; unconfirmed, see
+    /// docs/protocol/orka.md#conventions).
     pub deploy_status: u16,
     /// Whether a successful DELETE answers with a JSON `Status` instead of an empty body.
     pub delete_json_body: bool,
-    /// How long a deleted VM keeps appearing in list/GET (and holding its node) (\[U\]).
+    /// How long a deleted VM keeps appearing in list/GET (and holding its node) (unconfirmed, see
+    /// docs/protocol/orka.md#delete).
     pub delete_lag: Duration,
 }
 
@@ -166,7 +169,7 @@ pub struct VmConfigSpec {
     pub name: String,
     /// Image it deploys.
     pub image: String,
-    /// Cores.
+    /// CPU cores a VM deployed from this config holds.
     pub cpu: u32,
     /// GiB (0 = automatic: 2 GiB per core).
     pub memory_gb: f64,
@@ -207,7 +210,7 @@ pub enum CapacityMode {
     Wait,
     /// Fail fast with "Not enough CPU available" and this status; no VM is created.
     Reject {
-        /// 500, 400 or 409 (\[U\]).
+        /// 500, 400 or 409 (unconfirmed, see docs/protocol/orka.md#capacity).
         status: u16,
     },
 }

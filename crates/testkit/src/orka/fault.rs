@@ -1,4 +1,4 @@
-//! Fault injection for the fake Orka (spec orka-api.md §11.4).
+//! Fault injection for the fake Orka (docs/protocol/orka.md#fault-cases).
 //!
 //! A [`Fault`] is armed for a number of matching requests and consumed as they arrive.
 //! Out-of-band events that are not tied to a request (a VM vanishing or turning
@@ -79,7 +79,8 @@ pub enum Malformed {
     Empty,
 }
 
-/// One injectable fault (spec §11.4). Durations are in milliseconds so faults can also
+/// One injectable fault (docs/protocol/orka.md#fault-cases). Durations are in milliseconds so
+/// faults can also
 /// be sent as JSON to `POST /__fake/faults`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Fault {

@@ -1,4 +1,4 @@
-//! The fake cluster's state model (spec orka-api.md §11.2): namespaces, nodes with CPU /
+//! The fake cluster's state model (docs/protocol/orka.md#fake): namespaces, nodes with CPU /
 //! memory / VM-count capacity and per-node port allocators, VMs, tokens, armed faults,
 //! the request journal and the peak VM count.
 //!
@@ -48,11 +48,11 @@ impl FakeVmStatus {
 pub struct FakeVm {
     /// VM name.
     pub name: String,
-    /// Namespace.
+    /// The namespace the VM was deployed in.
     pub namespace: String,
     /// Node it was scheduled on.
     pub node: Option<String>,
-    /// Phase.
+    /// Lifecycle phase as the gateway reports it.
     pub status: FakeVmStatus,
     /// Reported address (node IP, or the provider's address).
     pub ip: Option<String>,
@@ -62,11 +62,11 @@ pub struct FakeVm {
     pub vnc: Option<u16>,
     /// Reported Screen Sharing port.
     pub screenshare: Option<u16>,
-    /// Cores.
+    /// CPU cores the VM holds on its node.
     pub cpu: u32,
-    /// GiB.
+    /// Memory the VM holds on its node, in GiB.
     pub memory_gb: f64,
-    /// Image.
+    /// The image the VM was deployed from.
     pub image: String,
     /// The config it was deployed from.
     pub vm_config: Option<String>,

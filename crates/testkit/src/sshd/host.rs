@@ -36,7 +36,7 @@ use crate::vm::process::kill_all;
 /// The lock file every [`SshdVmHost`] holds exclusively while it exists.
 pub const HOST_LOCK: &str = "/tmp/testkit-real-sshd-vms.lock";
 
-/// The Go integration's runner directory for `user` (DESIGN.md §2).
+/// The Go integration's runner directory for `user` (docs/compatibility.md#vm-layout).
 fn runner_dir(user: &str) -> PathBuf {
     PathBuf::from(format!("/Users/{user}/actions-runner"))
 }
