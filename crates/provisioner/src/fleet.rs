@@ -44,6 +44,8 @@ pub struct RunnerSnapshot {
     pub stage: RunnerStage,
     /// When it entered the stage.
     pub since: Instant,
+    /// When the fleet started tracking it (queued or adopted).
+    pub created: Instant,
     /// Whether it was adopted rather than started by this process.
     pub adopted: bool,
     /// The job it runs, when `JobStarted` named it.
@@ -367,6 +369,7 @@ impl Fleet {
                 name: name.clone(),
                 stage: e.stage,
                 since: e.since,
+                created: e.created,
                 adopted: e.adopted,
                 job: e.job.clone(),
             })
