@@ -1,0 +1,106 @@
+//! The human-readable form of a [`StatusReport`], as `orka-runner-controller status`
+//! prints it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::StatusReport;
+
+/// One block per scale set: role, jobs, runners, VMs and the waiting jobs grouped by
+/// reason.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    if report.scale_sets.is_empty() {
+        out.push_str("no scale set configured\n");
+    }
+    for s in &report.scale_sets {
+        let _ = writeln!(out, "scale set {}: {}", s.name, s.phase);
+        let _ = writeln!(out, "  runners: min {}, max {}", s.min_runners, s.max_runners);
+        if let Some(jobs) = &s.jobs {
+            let _ = writeln!(
+                out,
+                "  jobs: {} assigned, {} running; GitHub runners: {} registered, {} busy, {} idle",
+                jobs.assigned, jobs.running, jobs.registered_runners, jobs.busy_runners, jobs.idle_runners
+            );
+        }
+        if !s.runners_by_state.is_empty() {
+            let by_state: Vec<String> = s.runners_by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let _ = writeln!(out, "  this process's runners: {}", by_state.join(", "));
+        }
+        if s.orka_capacity_waits > 0 {
+            let _ = writeln!(out, "  Orka: {} runner(s) waiting for capacity", s.orka_capacity_waits);
+        }
+        if let Some(refused) = &s.refused_runner_version {
+            let _ = writeln!(out, "  runner version {refused} refused by GitHub");
+        }
+        if s.github_rate_limited {
+            let _ = writeln!(out, "  GitHub rate limit: requests are waiting");
+        }
+        for vm in &s.vms {
+            let job = vm.job.as_deref().map(|j| format!(", job {j}")).unwrap_or_default();
+            let adopted = if vm.adopted { ", adopted" } else { "" };
+            let _ = writeln!(
+                out,
+                "  vm {}: {} for {}s, age {}s{adopted}{job}",
+                vm.name, vm.state, vm.in_state_seconds, vm.age_seconds
+            );
+        }
+        if s.waiting.is_empty() {
+            out.push_str("  no job waiting\n");
+        } else {
+            let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+            for w in &s.waiting {
+                *by_reason.entry(w.reason.as_str()).or_default() += 1;
+            }
+            for (reason, count) in by_reason {
+                let _ = writeln!(out, "  waiting: {count} × {reason}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reasons::{WaitReason, WaitingJob};
+    use super::super::{JobCounts, ScaleSetStatus};
+    use super::*;
+
+    #[test]
+    fn waiting_jobs_are_grouped_by_reason() {
+        let report = StatusReport {
+            version: "1".into(),
+            scale_sets: vec![ScaleSetStatus {
+                name: "mac".into(),
+                role: "active".into(),
+                phase: "active, serving".into(),
+                min_runners: 0,
+                max_runners: 1,
+                jobs: Some(JobCounts {
+                    assigned: 3,
+                    running: 1,
+                    registered_runners: 1,
+                    busy_runners: 1,
+                    idle_runners: 0,
+                }),
+                runners_by_state: BTreeMap::from([("busy".to_owned(), 1)]),
+                vms: vec![],
+                orka_capacity_waits: 0,
+                runner_version: None,
+                refused_runner_version: None,
+                github_rate_limited: false,
+                waiting: vec![WaitingJob { reason: WaitReason::MaxRunnersReached, runner: None }; 2],
+            }],
+        };
+        let text = render(&report);
+        assert!(text.starts_with("scale set mac: active, serving\n"), "{text}");
+        assert!(text.contains("  jobs: 3 assigned, 1 running"), "{text}");
+        assert!(text.contains("  waiting: 2 × MAX_RUNNERS reached\n"), "{text}");
+    }
+
+    #[test]
+    fn nothing_waiting_says_so() {
+        let report = StatusReport { version: "1".into(), scale_sets: vec![] };
+        assert_eq!(render(&report), "no scale set configured\n");
+    }
+}
