@@ -3,7 +3,7 @@
 //!
 //! | Scenario | Reason asserted |
 //! |---|---|
-//! | three long jobs, `MAX_RUNNERS=1` | `MAX_RUNNERS reached` (JSON and the subcommand's text) |
+//! | three long jobs, `MAX_RUNNERS=1` | `MAX_RUNNERS reached` (JSON and the subcommand's text); the busy VM names its job |
 //! | Orka answers every deploy "not enough capacity" | `Orka out of capacity` |
 //! | a second replica of the same scale set | `session held elsewhere` on the standby |
 
@@ -80,9 +80,11 @@ async fn more_jobs_than_max_runners_wait_for_max_runners() -> Result<()> {
     )?;
     let _jobs = s.world.enqueue_jobs(3, Duration::from_secs(60));
     explained(&[controller.log_path()], async {
-        eventually("status says MAX_RUNNERS is reached", PATIENCE, || async {
+        eventually("status says MAX_RUNNERS is reached while a job runs", PATIENCE, || async {
+            let status = status_json(addr).await?;
+            let busy = status["scale_sets"][0]["vms"][0]["state"] == "busy";
             let reasons = reasons(addr).await;
-            (reasons.iter().filter(|r| *r == "MAX_RUNNERS reached").count() >= 2).then_some(())
+            (busy && reasons.iter().filter(|r| *r == "MAX_RUNNERS reached").count() >= 2).then_some(())
         })
         .await?;
         let json: Value =
@@ -91,6 +93,13 @@ async fn more_jobs_than_max_runners_wait_for_max_runners() -> Result<()> {
         ensure!(mac["role"] == "active", "{mac}");
         ensure!(mac["max_runners"] == 1, "{mac}");
         ensure!(mac["vms"].as_array().is_some_and(|vms| vms.len() == 1), "one VM at MAX_RUNNERS=1: {mac}");
+        // Job traceability: the busy VM names its job as the job messages did.
+        let job = &mac["vms"][0]["job"];
+        ensure!(
+            job["name"] == "build" && job["repository"].as_str().is_some_and(|r| r.contains('/')),
+            "{mac}"
+        );
+        ensure!(job["run_id"].as_i64().is_some_and(|id| id != 0), "{mac}");
         let text = status_command(&["--addr", &addr.to_string()]).await?;
         ensure!(text.contains("scale set mac: active, serving"), "{text}");
         ensure!(text.contains("× MAX_RUNNERS reached"), "{text}");

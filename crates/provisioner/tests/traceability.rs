@@ -75,7 +75,8 @@ async fn started_and_completed_jobs_are_traceable_in_logs_and_on_the_runner() {
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for what in ["job started", "job completed"] {
-        let line = log.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line:\n{log}"));
+        let line =
+            log.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line:\n{log}"));
         for field in [
             "repository=acme/app",
             "workflow=acme/app/.github/workflows/ci.yml@refs/heads/main",

@@ -98,7 +98,42 @@ pub struct VmEntry {
     pub adopted: bool,
     /// The job it runs, when a `JobStarted` named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<String>,
+    pub job: Option<VmJob>,
+}
+
+/// The job a runner runs, as the job messages named it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmJob {
+    /// Job id.
+    pub id: String,
+    /// Workflow run id (0 when unknown).
+    #[serde(default)]
+    pub run_id: i64,
+    /// `owner/repository`.
+    #[serde(default)]
+    pub repository: String,
+    /// Workflow file and ref.
+    #[serde(default)]
+    pub workflow: String,
+    /// Job name as GitHub's UI shows it.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl VmJob {
+    fn of(id: Option<String>, trace: Option<provisioner::JobTrace>) -> Option<Self> {
+        match (id, trace) {
+            (_, Some(t)) => Some(Self {
+                id: t.job_id,
+                run_id: t.run_id,
+                repository: t.repository,
+                workflow: t.workflow,
+                name: t.job_name,
+            }),
+            (Some(id), None) => Some(Self { id, ..Self::default() }),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -210,7 +245,7 @@ fn scale_set_status(
                 age_seconds: now.saturating_duration_since(runner.created).as_secs(),
                 in_state_seconds: now.saturating_duration_since(runner.since).as_secs(),
                 adopted: runner.adopted,
-                job: runner.job.clone(),
+                job: VmJob::of(runner.job.clone(), runner.trace.clone()),
             });
             stages.push((runner.name, runner.stage));
         }
@@ -331,7 +366,13 @@ mod tests {
                     age_seconds: 90,
                     in_state_seconds: 30,
                     adopted: false,
-                    job: Some("j1".into()),
+                    job: Some(VmJob {
+                        id: "j1".into(),
+                        run_id: 7,
+                        repository: "acme/app".into(),
+                        workflow: "acme/app/.github/workflows/ci.yml@refs/heads/main".into(),
+                        name: "build".into(),
+                    }),
                 }],
                 orka_capacity_waits: 0,
                 runner_version: Some("2.330.0".into()),

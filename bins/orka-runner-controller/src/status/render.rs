@@ -37,7 +37,7 @@ pub fn render(report: &StatusReport) -> String {
             let _ = writeln!(out, "  GitHub rate limit: requests are waiting");
         }
         for vm in &s.vms {
-            let job = vm.job.as_deref().map(|j| format!(", job {j}")).unwrap_or_default();
+            let job = vm.job.as_ref().map(job_text).unwrap_or_default();
             let adopted = if vm.adopted { ", adopted" } else { "" };
             let _ = writeln!(
                 out,
@@ -58,6 +58,24 @@ pub fn render(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `, job <name> (<repository>, <workflow>, run <id>, job id <id>)`, leaving out what the
+/// messages did not say.
+fn job_text(job: &super::VmJob) -> String {
+    let mut details: Vec<String> = Vec::new();
+    if !job.repository.is_empty() {
+        details.push(job.repository.clone());
+    }
+    if !job.workflow.is_empty() {
+        details.push(job.workflow.clone());
+    }
+    if job.run_id != 0 {
+        details.push(format!("run {}", job.run_id));
+    }
+    details.push(format!("job id {}", job.id));
+    let name = if job.name.is_empty() { String::new() } else { format!("{:?} ", job.name) };
+    format!(", job {name}({})", details.join(", "))
 }
 
 #[cfg(test)]
@@ -84,7 +102,20 @@ mod tests {
                     idle_runners: 0,
                 }),
                 runners_by_state: BTreeMap::from([("busy".to_owned(), 1)]),
-                vms: vec![],
+                vms: vec![super::super::VmEntry {
+                    name: "mac-ab12c".into(),
+                    state: "busy".into(),
+                    age_seconds: 90,
+                    in_state_seconds: 30,
+                    adopted: false,
+                    job: Some(super::super::VmJob {
+                        id: "j1".into(),
+                        run_id: 7,
+                        repository: "acme/app".into(),
+                        workflow: "ci.yml@main".into(),
+                        name: "build".into(),
+                    }),
+                }],
                 orka_capacity_waits: 0,
                 runner_version: None,
                 refused_runner_version: None,
@@ -96,6 +127,12 @@ mod tests {
         assert!(text.starts_with("scale set mac: active, serving\n"), "{text}");
         assert!(text.contains("  jobs: 3 assigned, 1 running"), "{text}");
         assert!(text.contains("  waiting: 2 × MAX_RUNNERS reached\n"), "{text}");
+        assert!(
+            text.contains(
+                "  vm mac-ab12c: busy for 30s, age 90s, job \"build\" (acme/app, ci.yml@main, run 7, job id j1)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
