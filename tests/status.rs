@@ -93,6 +93,8 @@ async fn more_jobs_than_max_runners_wait_for_max_runners() -> Result<()> {
         ensure!(mac["role"] == "active", "{mac}");
         ensure!(mac["max_runners"] == 1, "{mac}");
         ensure!(mac["vms"].as_array().is_some_and(|vms| vms.len() == 1), "one VM at MAX_RUNNERS=1: {mac}");
+        // Orka's nodes API answers for the namespace (the world has four nodes).
+        ensure!(mac["orka_nodes"]["total"] == 4, "{mac}");
         // Job traceability: the busy VM names its job as the job messages did.
         let job = &mac["vms"][0]["job"];
         ensure!(

@@ -76,7 +76,7 @@ async fn readyz(State(telemetry): State<Telemetry>) -> Response {
 }
 
 async fn status(State(telemetry): State<Telemetry>) -> Response {
-    axum::Json(telemetry.status.snapshot(&telemetry.health)).into_response()
+    axum::Json(telemetry.status.snapshot_with_nodes(&telemetry.health).await).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

@@ -56,6 +56,12 @@ pub struct ScaleSetStatus {
     pub vms: Vec<VmEntry>,
     /// Runners waiting for Orka capacity now.
     pub orka_capacity_waits: u32,
+    /// Orka's nodes of the scale set's namespace, asked when `/status` is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orka_nodes: Option<OrkaNodes>,
+    /// Why Orka's nodes could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orka_nodes_error: Option<String>,
     /// The runner version new runners install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_version: Option<String>,
@@ -82,6 +88,27 @@ pub struct JobCounts {
     /// Runners idle.
     pub idle_runners: u32,
 }
+
+/// What Orka's nodes API says about room for more VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrkaNodes {
+    /// Nodes reporting `READY`.
+    pub ready: u32,
+    /// Nodes in all.
+    pub total: u32,
+    /// CPU cores still free on ready nodes.
+    pub available_cpu: u32,
+}
+
+/// Reads Orka's nodes for one namespace (the binary's Orka client).
+#[async_trait::async_trait]
+pub trait NodeSource: Send + Sync {
+    /// The nodes' readiness and free CPU; the error text is shown as is.
+    async fn nodes(&self) -> Result<OrkaNodes, String>;
+}
+
+/// The longest `/status` waits for Orka's nodes.
+const NODES_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One runner and its VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +173,7 @@ struct Registered {
     min_runners: u32,
     max_runners: u32,
     fleet: Option<Arc<Fleet>>,
+    nodes: Option<Arc<dyn NodeSource>>,
 }
 
 /// Where the serving code leaves what `status` reads: the scale sets and their current
@@ -168,7 +196,9 @@ impl StatusBoard {
 
     /// Lists a configured scale set (before it has a fleet).
     pub fn register(&self, name: &str, min_runners: u32, max_runners: u32) {
-        self.lock().scale_sets.insert(name.to_owned(), Registered { min_runners, max_runners, fleet: None });
+        self.lock()
+            .scale_sets
+            .insert(name.to_owned(), Registered { min_runners, max_runners, fleet: None, nodes: None });
     }
 
     /// The fleet now serving `name` (a re-created scale set gets a new one).
@@ -176,6 +206,47 @@ impl StatusBoard {
         if let Some(registered) = self.lock().scale_sets.get_mut(name) {
             registered.fleet = Some(fleet);
         }
+    }
+
+    /// Where `status` reads Orka's nodes for `name`.
+    pub fn attach_nodes(&self, name: &str, nodes: Arc<dyn NodeSource>) {
+        if let Some(registered) = self.lock().scale_sets.get_mut(name) {
+            registered.nodes = Some(nodes);
+        }
+    }
+
+    /// [`StatusBoard::snapshot`] plus Orka's nodes, asked for every scale set at once and
+    /// bounded in time.
+    pub async fn snapshot_with_nodes(&self, health: &Health) -> StatusReport {
+        let mut report = self.snapshot(health);
+        let sources: Vec<_> = {
+            let board = self.lock();
+            report
+                .scale_sets
+                .iter()
+                .map(|s| board.scale_sets.get(&s.name).and_then(|r| r.nodes.clone()))
+                .collect()
+        };
+        let mut asked = tokio::task::JoinSet::new();
+        for (index, source) in sources.into_iter().enumerate() {
+            let Some(source) = source else { continue };
+            asked.spawn(async move {
+                let answer = match tokio::time::timeout(NODES_TIMEOUT, source.nodes()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(format!("Orka did not answer within {NODES_TIMEOUT:?}")),
+                };
+                (index, answer)
+            });
+        }
+        while let Some(joined) = asked.join_next().await {
+            let Ok((index, answer)) = joined else { continue };
+            let status = &mut report.scale_sets[index];
+            match answer {
+                Ok(nodes) => status.orka_nodes = Some(nodes),
+                Err(e) => status.orka_nodes_error = Some(e),
+            }
+        }
+        report
     }
 
     /// A GitHub request waits `wait` on a rate limit.
@@ -228,6 +299,8 @@ fn scale_set_status(
         runners_by_state: BTreeMap::new(),
         vms: Vec::new(),
         orka_capacity_waits: 0,
+        orka_nodes: None,
+        orka_nodes_error: None,
         runner_version: None,
         refused_runner_version: None,
         github_rate_limited: rate_limited,
@@ -342,6 +415,47 @@ mod tests {
         assert_eq!(mac.waiting[0].reason, WaitReason::NoSession);
     }
 
+    struct Nodes(Result<OrkaNodes, String>);
+
+    #[async_trait::async_trait]
+    impl NodeSource for Nodes {
+        async fn nodes(&self) -> Result<OrkaNodes, String> {
+            self.0.clone()
+        }
+    }
+
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl NodeSource for Silent {
+        async fn nodes(&self) -> Result<OrkaNodes, String> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orka_nodes_are_asked_for_and_failures_shown() {
+        let board = StatusBoard::default();
+        let health = Health::new();
+        for name in ["a", "b", "c", "d"] {
+            board.register(name, 0, 1);
+        }
+        let room = OrkaNodes { ready: 1, total: 2, available_cpu: 8 };
+        board.attach_nodes("a", Arc::new(Nodes(Ok(room))));
+        board.attach_nodes("b", Arc::new(Nodes(Err("Orka returned 503".into()))));
+        board.attach_nodes("c", Arc::new(Silent));
+        let report = board.snapshot_with_nodes(&health).await;
+        let s = &report.scale_sets;
+        assert_eq!((s[0].orka_nodes, s[0].orka_nodes_error.as_deref()), (Some(room), None));
+        assert_eq!((s[1].orka_nodes, s[1].orka_nodes_error.as_deref()), (None, Some("Orka returned 503")));
+        assert!(s[2].orka_nodes_error.as_deref().is_some_and(|e| e.contains("did not answer")), "{:?}", s[2]);
+        assert_eq!(
+            (s[3].orka_nodes, s[3].orka_nodes_error.as_deref()),
+            (None, None),
+            "no source, nothing said"
+        );
+    }
+
     #[test]
     fn the_report_round_trips_through_json() {
         let report = StatusReport {
@@ -375,6 +489,8 @@ mod tests {
                     }),
                 }],
                 orka_capacity_waits: 0,
+                orka_nodes: Some(OrkaNodes { ready: 2, total: 3, available_cpu: 12 }),
+                orka_nodes_error: None,
                 runner_version: Some("2.330.0".into()),
                 refused_runner_version: None,
                 github_rate_limited: false,

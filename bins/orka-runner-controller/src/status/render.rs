@@ -27,6 +27,16 @@ pub fn render(report: &StatusReport) -> String {
             let by_state: Vec<String> = s.runners_by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
             let _ = writeln!(out, "  this process's runners: {}", by_state.join(", "));
         }
+        if let Some(nodes) = &s.orka_nodes {
+            let _ = writeln!(
+                out,
+                "  Orka nodes: {} of {} ready, {} CPU cores free",
+                nodes.ready, nodes.total, nodes.available_cpu
+            );
+        }
+        if let Some(error) = &s.orka_nodes_error {
+            let _ = writeln!(out, "  Orka nodes: unknown ({error})");
+        }
         if s.orka_capacity_waits > 0 {
             let _ = writeln!(out, "  Orka: {} runner(s) waiting for capacity", s.orka_capacity_waits);
         }
@@ -117,6 +127,8 @@ mod tests {
                     }),
                 }],
                 orka_capacity_waits: 0,
+                orka_nodes: Some(super::super::OrkaNodes { ready: 1, total: 2, available_cpu: 4 }),
+                orka_nodes_error: None,
                 runner_version: None,
                 refused_runner_version: None,
                 github_rate_limited: false,
@@ -126,6 +138,7 @@ mod tests {
         let text = render(&report);
         assert!(text.starts_with("scale set mac: active, serving\n"), "{text}");
         assert!(text.contains("  jobs: 3 assigned, 1 running"), "{text}");
+        assert!(text.contains("  Orka nodes: 1 of 2 ready, 4 CPU cores free\n"), "{text}");
         assert!(text.contains("  waiting: 2 × MAX_RUNNERS reached\n"), "{text}");
         assert!(
             text.contains(

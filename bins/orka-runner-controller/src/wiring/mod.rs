@@ -6,6 +6,7 @@
 //! Owns construction and adaptation only; every decision lives in a library crate.
 
 mod metered;
+mod nodes;
 mod observer;
 mod oneshot;
 mod outdated;
@@ -193,6 +194,9 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
                 .with_status(telemetry.status.clone()),
             ),
         };
+        telemetry
+            .status
+            .attach_nodes(&scale_set.name, Arc::new(nodes::OrkaNodeSource(clients.orka_for(&scale_set))));
         let spec = ScaleSetSpec {
             name: scale_set.name.clone(),
             runner_group_id: i64::try_from(scale_set.runner_group_id).context("runner group id")?,
