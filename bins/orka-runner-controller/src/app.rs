@@ -28,6 +28,9 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 /// Runs `cli` with configuration from `sources`.
 pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
     let command = cli.command();
+    if let Command::Status(args) = &command {
+        return status(args, sources);
+    }
     let (config, logging_settings) = match &command {
         #[cfg(feature = "demo")]
         Command::Demo(_) => match config::load_logging(sources) {
@@ -76,6 +79,39 @@ pub fn main(cli: &Cli, sources: &Sources) -> ExitCode {
     }
 }
 
+/// `status`: needs no configuration but the endpoint address, and logs nothing.
+fn status(args: &crate::cli::StatusArgs, sources: &Sources) -> ExitCode {
+    let addr = match &args.addr {
+        Some(addr) => addr.clone(),
+        None => match config::endpoint_addr(sources) {
+            Ok(addr) => addr.to_string(),
+            Err(e) => {
+                eprintln!("{e}\n(see docs/configuration.md for every setting)");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(crate::status::client::fetch(&addr)));
+    match fetched {
+        Ok(body) if args.json => {
+            println!("{}", body.json);
+            ExitCode::SUCCESS
+        }
+        Ok(body) => {
+            print!("{}", crate::status::render::render(&body.report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("status: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 async fn dispatch(command: Command, config: Option<Config>) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown::on_signals()?;
     let interrupted = shutdown.clone();
@@ -108,6 +144,7 @@ async fn dispatch(command: Command, config: Option<Config>) -> anyhow::Result<Ex
             }))
             .await
         }
+        (Command::Status(_), _) => anyhow::bail!("status is answered before the configuration is loaded"),
         (_, None) => anyhow::bail!("no configuration loaded"),
     }
 }

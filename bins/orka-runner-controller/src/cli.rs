@@ -33,6 +33,8 @@ pub enum Command {
     Check,
     /// Reconcile the owned VMs once.
     Reconcile(ReconcileArgs),
+    /// Show a running controller's scale sets and why each waiting job waits.
+    Status(StatusArgs),
     /// Run the whole system against built-in simulated GitHub and Orka (no network).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -44,6 +46,17 @@ pub struct ReconcileArgs {
     /// Print the decision for every owned VM and act on nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StatusArgs {
+    /// The controller's endpoint address (`host:port`); default: `METRICS_ADDR`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Print the JSON of `/status` instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `demo`.
@@ -83,6 +96,15 @@ mod tests {
         assert_eq!(cli.command(), Command::Reconcile(ReconcileArgs { dry_run: true }));
         assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
         assert_eq!(cli.env_file, Some(PathBuf::from("e")));
+    }
+
+    #[test]
+    fn status_takes_an_address_and_json() {
+        let cli = Cli::try_parse_from(["x", "status", "--addr", "127.0.0.1:9090", "--json"]).unwrap();
+        assert_eq!(
+            cli.command(),
+            Command::Status(StatusArgs { addr: Some("127.0.0.1:9090".into()), json: true })
+        );
     }
 
     #[test]

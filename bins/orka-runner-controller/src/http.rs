@@ -1,5 +1,5 @@
 //! The HTTP endpoints: `/metrics` (only when metrics are enabled, and only that path),
-//! `/healthz` and `/readyz`, served by axum on `METRICS_ADDR`.
+//! `/healthz`, `/readyz` and `/status` (JSON, see `status`), served by axum on `METRICS_ADDR`.
 //!
 //! Owns routing, connection handling and the server's lifetime (it stops when its
 //! cancellation token fires). Connections are served by hyper directly rather than
@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::HttpSettings;
 use crate::metrics::{self, Metrics};
+use crate::status::StatusBoard;
 use scaleset_service::health::{Health, Report};
 
 /// What the endpoints read: the metrics registry and the health state.
@@ -35,12 +36,14 @@ pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     /// Liveness and readiness state.
     pub health: Health,
+    /// What `/status` reports.
+    pub status: StatusBoard,
 }
 
 impl Telemetry {
     /// Fresh metrics and health state.
     pub fn new() -> Self {
-        Self { metrics: Arc::new(Metrics::new()), health: Health::new() }
+        Self { metrics: Arc::new(Metrics::new()), health: Health::new(), status: StatusBoard::default() }
     }
 }
 
@@ -50,9 +53,12 @@ impl Default for Telemetry {
     }
 }
 
-/// The router: `/healthz`, `/readyz`, and `/metrics` when `metrics_enabled`.
+/// The router: `/healthz`, `/readyz`, `/status`, and `/metrics` when `metrics_enabled`.
 pub fn router(telemetry: Telemetry, metrics_enabled: bool) -> Router {
-    let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status));
     if metrics_enabled {
         router = router.route("/metrics", get(scrape));
     }
@@ -74,6 +80,10 @@ async fn healthz(State(telemetry): State<Telemetry>) -> Response {
 
 async fn readyz(State(telemetry): State<Telemetry>) -> Response {
     report_response(telemetry.health.readiness())
+}
+
+async fn status(State(telemetry): State<Telemetry>) -> Response {
+    axum::Json(telemetry.status.snapshot_with_nodes(&telemetry.health).await).into_response()
 }
 
 /// What keeps the endpoint server answering when clients misbehave: it binds all
@@ -188,7 +198,7 @@ pub async fn spawn(
     let addr = listener.local_addr()?;
     let router = router(telemetry, settings.metrics_enabled);
     let task = tokio::spawn(serve(listener, router, ConnectionLimits::default(), shutdown));
-    tracing::info!(%addr, metrics = settings.metrics_enabled, "serving /healthz and /readyz");
+    tracing::info!(%addr, metrics = settings.metrics_enabled, "serving /healthz, /readyz and /status");
     Ok(Some(Server { addr, task }))
 }
 
@@ -288,6 +298,27 @@ mod tests {
         let (status, body) = get(addr, "/readyz").await;
         assert_eq!((status, body.as_str()), (200, "ok\nmac: active, serving\n"));
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn status_is_json_that_the_status_client_reads() {
+        let telemetry = Telemetry::new();
+        let (addr, shutdown, _server) = start(telemetry.clone(), false).await;
+        telemetry.status.register("mac", 0, 2);
+        telemetry.health.scale_set("mac").standby();
+        let (code, body) = get(addr, "/status").await;
+        assert_eq!(code, 200, "served without metrics too: {body}");
+        assert!(body.contains(r#""reason":"session held elsewhere""#), "{body}");
+        let fetched = crate::status::client::fetch(&addr.to_string()).await.unwrap();
+        assert_eq!(fetched.report.scale_sets[0].role, "standby");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_status_client_says_when_nothing_answers() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let err = crate::status::client::fetch(&closed.to_string()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("cannot reach a controller"), "{err:#}");
     }
 
     #[tokio::test]

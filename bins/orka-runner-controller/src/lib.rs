@@ -22,4 +22,5 @@ pub mod runner_version;
 /// The per-scale-set service (the `scaleset-service` crate).
 pub use scaleset_service as service;
 pub mod shutdown;
+pub mod status;
 pub mod wiring;

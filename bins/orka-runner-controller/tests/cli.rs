@@ -110,3 +110,21 @@ async fn a_missing_explicit_env_file_or_config_file_exits_two() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("nope.toml"), "{}", stderr(&output));
 }
+
+#[tokio::test]
+async fn status_needs_only_the_address_and_says_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    // No GitHub or Orka settings: `status` only talks to a running controller.
+    let output = run(dir.path(), &["status"], &[("METRICS_ADDR", &closed)]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("cannot reach a controller at {closed}")),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(dir.path(), &["status"], &[("METRICS_ADDR", "nonsense")]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("METRICS_ADDR"), "{}", stderr(&output));
+}

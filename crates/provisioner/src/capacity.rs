@@ -43,6 +43,13 @@ pub(crate) struct Waiter {
     shared: Arc<Shared>,
 }
 
+impl crate::Fleet {
+    /// How many runners wait for Orka capacity now (0 when no wait episode runs).
+    pub fn capacity_waiting(&self) -> usize {
+        self.shared.capacity.state.lock().unwrap_or_else(|p| p.into_inner()).waiting
+    }
+}
+
 impl Shared {
     /// Counts `runner` as waiting for capacity; the first waiter opens an episode.
     pub(crate) fn start_capacity_wait(self: &Arc<Self>, runner: &str) -> Waiter {

@@ -30,6 +30,7 @@ use crate::jobs::{JobBook, JobState, job_key};
 use crate::lifecycle::{LifecycleEvent, RunnerStage, Transition, transition};
 use crate::outdated::VersionGate;
 use crate::planner::{Demand, RunnerView, plan_runner_gap, surplus_provisioning};
+use crate::trace::{self, JobTrace};
 
 /// The three seams the fleet does its I/O through: the same bundle the reconciler of the
 /// scale set uses ([`runner_core::Seams`]).
@@ -44,10 +45,14 @@ pub struct RunnerSnapshot {
     pub stage: RunnerStage,
     /// When it entered the stage.
     pub since: Instant,
+    /// When the fleet started tracking it (queued or adopted).
+    pub created: Instant,
     /// Whether it was adopted rather than started by this process.
     pub adopted: bool,
     /// The job it runs, when `JobStarted` named it.
     pub job: Option<String>,
+    /// Repository, workflow, job name and run of that job.
+    pub trace: Option<JobTrace>,
 }
 
 /// The runners of one scale set and everything that moves them.
@@ -95,6 +100,7 @@ pub(crate) struct Entry {
     /// A registration may exist (JIT requested, adopted, or found by the reconciler).
     pub(crate) maybe_registered: bool,
     pub(crate) job: Option<String>,
+    pub(crate) trace: Option<JobTrace>,
     pub(crate) adopted: bool,
     pub(crate) cancel: CancellationToken,
     pub(crate) cancelled: bool,
@@ -117,6 +123,7 @@ impl Entry {
             runner_id: None,
             maybe_registered: false,
             job: None,
+            trace: None,
             adopted: false,
             cancel: CancellationToken::new(),
             cancelled: false,
@@ -367,8 +374,10 @@ impl Fleet {
                 name: name.clone(),
                 stage: e.stage,
                 since: e.since,
+                created: e.created,
                 adopted: e.adopted,
                 job: e.job.clone(),
+                trace: e.trace.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -576,9 +585,13 @@ impl Shared {
                 }
                 JobMessage::Started(started) => {
                     let runner = started.runner_name.clone();
+                    let trace = key.as_deref().map(|k| JobTrace::of(k, &started.job));
                     if let Some(key) = &key
                         && st.jobs.record(key, JobState::Started { runner: runner.clone() }, now)
                     {
+                        if let Some(trace) = &trace {
+                            trace::log_started(&self.config.scale_set_name, &runner, trace);
+                        }
                         self.emit(FleetEvent::Job {
                             job: key.clone(),
                             kind: JobEventKind::Started { runner: runner.clone() },
@@ -589,6 +602,7 @@ impl Shared {
                             && let Some(entry) = st.runners.get_mut(&runner)
                         {
                             entry.job = key.clone();
+                            entry.trace = trace;
                         }
                     } else {
                         self.note_foreign(st, &runner, now);
@@ -599,6 +613,13 @@ impl Shared {
                     if let Some(key) = &key
                         && st.jobs.record(key, JobState::Completed { result: completed.outcome() }, now)
                     {
+                        let trace = JobTrace::of(key, &completed.job);
+                        trace::log_completed(
+                            &self.config.scale_set_name,
+                            &runner,
+                            &trace,
+                            completed.outcome(),
+                        );
                         self.emit(FleetEvent::Job {
                             job: key.clone(),
                             kind: JobEventKind::Completed {

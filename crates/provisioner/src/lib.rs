@@ -45,6 +45,7 @@ pub mod planner;
 mod provision;
 mod retire;
 mod retry;
+pub mod trace;
 mod watch;
 
 pub use config::{FleetConfig, RunnerInstallConfig, StepPolicy};
@@ -56,3 +57,4 @@ pub use outdated::{Outdated, RunnerVersionSource, RunnerVersionStatus, VersionSo
 pub use planner::{
     Demand, Plan, RunnerPhase, RunnerView, ScalingConfig, plan_runner_gap, surplus_provisioning,
 };
+pub use trace::JobTrace;

@@ -54,10 +54,12 @@ async fn waiting_backs_off_instead_of_looping_and_ends_when_the_demand_goes_away
     assert!((5..=20).contains(&attempts), "{attempts} deploys in 10 minutes");
     assert_eq!(lab.fleet.runners().len(), 1, "one runner waits; none is replaced by another");
     assert_eq!(capacity_events(&lab), vec![true]);
+    assert_eq!(lab.fleet.capacity_waiting(), 1, "the status endpoint sees the waiting runner");
 
     lab.fleet.on_statistics(stats(0, 0)).await;
     lab.settle().await;
     lab.assert_clean();
+    assert_eq!(lab.fleet.capacity_waiting(), 0);
     assert_eq!(capacity_events(&lab), vec![true, false], "the episode ends with the last waiter");
     assert!(lab.fleet.counters().failures.is_empty());
 }

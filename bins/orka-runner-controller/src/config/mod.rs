@@ -251,5 +251,20 @@ pub fn load_logging(sources: &Sources) -> Result<LoggingSettings, ConfigError> {
     build::build_logging(sources::read(sources))
 }
 
+/// Where a running controller serves its endpoints, from `METRICS_ADDR` (environment,
+/// `.env` or config file; `:8080` when unset), for the `status` client. An unspecified
+/// host (`:8080`, `0.0.0.0`) means this machine.
+pub fn endpoint_addr(sources: &Sources) -> Result<std::net::SocketAddr, String> {
+    let layered = sources::read(sources);
+    let mut addr = match layered.get("METRICS_ADDR") {
+        Some((raw, _)) => values::parse_listen_addr(raw).map_err(|e| format!("METRICS_ADDR {e}"))?,
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(addr)
+}
+
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! Owns construction and adaptation only; every decision lives in a library crate.
 
 mod metered;
+mod nodes;
 mod observer;
 mod oneshot;
 mod outdated;
@@ -147,7 +148,9 @@ fn probe_backstop(config: &Config) -> Duration {
 /// `run`: serves every scale set until `shutdown` fires. Fails only when no scale set
 /// can be served.
 pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let clients = Clients::build_observed(&config, Some(telemetry.metrics.clone()))?;
+    let rate_limits =
+        crate::status::RateLimitTee { metrics: telemetry.metrics.clone(), board: telemetry.status.clone() };
+    let clients = Clients::build_observed(&config, Some(Arc::new(rate_limits)))?;
     let version = tokio::select! {
         version = runner_version::resolve(&config, &clients.github) => version?,
         () = shutdown.cancelled() => return Ok(()),
@@ -172,24 +175,30 @@ pub async fn run(config: Config, telemetry: Telemetry, shutdown: CancellationTok
             poison_message: Arc::new(move || poison_metrics.poison_message(&poison_name)),
             api: github.clone(),
             queues: Arc::new(Queues { client: clients.github.clone(), metrics: telemetry.metrics.clone() }),
-            fleets: Arc::new(FleetBuilder::new(
-                ClientSet {
-                    vms: Arc::new(MeteredVms {
-                        inner: clients.orka_for(scale_set),
-                        metrics: telemetry.metrics.clone(),
-                    }),
-                    github: github.clone(),
-                    shell: clients.shell.clone(),
-                    probe_shell: clients.probe_shell.clone(),
-                    releases: clients.github.clone(),
-                },
-                config.clone(),
-                scale_set.clone(),
-                version.clone(),
-                telemetry.metrics.clone(),
-                health.clone(),
-            )),
+            fleets: Arc::new(
+                FleetBuilder::new(
+                    ClientSet {
+                        vms: Arc::new(MeteredVms {
+                            inner: clients.orka_for(scale_set),
+                            metrics: telemetry.metrics.clone(),
+                        }),
+                        github: github.clone(),
+                        shell: clients.shell.clone(),
+                        probe_shell: clients.probe_shell.clone(),
+                        releases: clients.github.clone(),
+                    },
+                    config.clone(),
+                    scale_set.clone(),
+                    version.clone(),
+                    telemetry.metrics.clone(),
+                    health.clone(),
+                )
+                .with_status(telemetry.status.clone()),
+            ),
         };
+        telemetry
+            .status
+            .attach_nodes(&scale_set.name, Arc::new(nodes::OrkaNodeSource(clients.orka_for(scale_set))));
         let spec = ScaleSetSpec {
             name: scale_set.name.clone(),
             runner_group_id: i64::try_from(scale_set.runner_group_id).context("runner group id")?,

@@ -17,6 +17,7 @@ use vm_probe::VmShell;
 
 use crate::config::{Config, GitHubScope, ScaleSetSettings};
 use crate::metrics::{Metrics, ScaleSetIdentity};
+use crate::status::StatusBoard;
 use scaleset_service::{FleetFactory, RunnerFleet, Sweeper, WorkError};
 
 use super::observer::MetricsObserver;
@@ -44,6 +45,8 @@ pub(super) struct FleetBuilder {
     metrics: Arc<Metrics>,
     health: ScaleSetHealth,
     current: Mutex<Option<(i64, Arc<FleetRuntime>)>>,
+    /// Where `status` finds the scale set's current fleet.
+    status: Option<StatusBoard>,
 }
 
 impl FleetBuilder {
@@ -61,7 +64,23 @@ impl FleetBuilder {
             scale_set.min_runners,
             scale_set.max_runners,
         );
-        Self { clients, config, scale_set, runner_version, metrics, health, current: Mutex::new(None) }
+        Self {
+            clients,
+            config,
+            scale_set,
+            runner_version,
+            metrics,
+            health,
+            current: Mutex::new(None),
+            status: None,
+        }
+    }
+
+    /// Shows every fleet this builder builds on `board`.
+    pub(super) fn with_status(mut self, board: StatusBoard) -> Self {
+        board.register(&self.scale_set.name, self.scale_set.min_runners, self.scale_set.max_runners);
+        self.status = Some(board);
+        self
     }
 }
 
@@ -107,6 +126,9 @@ impl FleetFactory for FleetBuilder {
             VersionReport::new(self.scale_set.name.clone(), self.metrics.clone(), self.health.clone());
         runtime.version_report = Some(report);
         let runtime = Arc::new(runtime);
+        if let Some(board) = &self.status {
+            board.attach_fleet(&self.scale_set.name, runtime.fleet.clone());
+        }
         if let Some((_, old)) = current.replace((scale_set_id, runtime.clone())) {
             // The scale set was re-created: the old fleet's runners belong to a scale set
             // that no longer exists; the reconciler deletes their VMs.
