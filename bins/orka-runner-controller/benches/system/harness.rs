@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +17,31 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::procfs::{self, Usage};
+
+/// Where controller logs go instead of each scenario's temporary directory
+/// (`--keep-logs DIR`), so a run's timeline can be read afterwards.
+static KEPT_LOGS: OnceLock<PathBuf> = OnceLock::new();
+
+/// Keeps every controller log of this run in `dir` (created if missing), each named
+/// `<scenario log name>-<pid of the benchmark>-<sequence>.log`.
+pub fn keep_logs_in(dir: PathBuf) -> Result<()> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = KEPT_LOGS.set(dir);
+    Ok(())
+}
+
+/// The path of a controller log: in the scenario's directory, or the kept-logs one.
+fn log_path(dir: &Path, log_name: &str) -> PathBuf {
+    static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    match KEPT_LOGS.get() {
+        Some(kept) => {
+            let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let stem = log_name.trim_end_matches(".log");
+            kept.join(format!("{stem}-{}-{n}.log", std::process::id()))
+        }
+        None => dir.join(log_name),
+    }
+}
 
 /// VM slots per fake Orka node in benchmark worlds.
 const VMS_PER_NODE: u32 = 8;
@@ -92,7 +118,7 @@ impl Controller {
     ) -> Result<Self> {
         let mut env = world.controller_env();
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let log_path = dir.join(log_name);
+        let log_path = log_path(dir, log_name);
         let log = std::fs::File::create(&log_path).context("creating the controller log")?;
         let stdout = if capture_stdout { Stdio::piped() } else { Stdio::from(log.try_clone()?) };
         let started = Instant::now();

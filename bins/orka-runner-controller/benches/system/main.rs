@@ -16,7 +16,8 @@
 //! `--startup-runs 10` · `--cleanup-probe-interval 10` (s) `--reconcile-interval 10` (s) `--orphans 3` ·
 //! `--dead 100` `--dead-busy 5` `--dead-probe-timeout 10` (s) `--dead-intervals 3,300` (s, VM_TRACKER_INTERVAL) ·
 //! `--warm-pool 2` (MIN_RUNNERS) `--warm-samples 10` `--warm-deploy-latency 2` (s) ·
-//! `--perf DIR`: `perf record` the controller during each burst and the steady window.
+//! `--perf DIR`: `perf record` the controller during each burst and the steady window ·
+//! `--keep-logs DIR`: keep every controller log (their timelines explain a figure).
 #![allow(missing_docs)]
 
 mod burst;
@@ -108,6 +109,9 @@ fn machine() -> String {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(dir) = args.options.get("keep-logs") {
+        harness::keep_logs_in(dir.into())?;
+    }
     println!("# orka-runner-controller system benchmark\n\nmachine: {}", machine());
     for scenario in &args.scenarios {
         match scenario.as_str() {
