@@ -40,6 +40,7 @@ pub mod layout;
 mod script;
 mod session;
 mod ssh2_shell;
+mod threads;
 
 pub use config::{HostKeyPolicy, SshAuth, SshConfig};
 pub use layout::VmLayout;

@@ -3,14 +3,14 @@
 //! 1. **dial** (async, `dial`): TCP connect and wait for the server's SSH banner, up to
 //!    [`SshConfig::max_dialing`] at once. No thread and no CPU: a pass over hundreds of
 //!    black holes costs one banner deadline and nothing else.
-//! 2. **session** (one dedicated OS thread, `session`): key exchange and authentication
-//!    under [`SshConfig::max_handshakes`] (what the cores can handshake in time), then the
-//!    command, at most [`SshConfig::max_concurrent`] sessions at once.
+//! 2. **session** (on one of the shell's SSH threads, `threads`): key exchange and
+//!    authentication under [`SshConfig::max_handshakes`] (what the cores can handshake in
+//!    time), then the command, at most [`SshConfig::max_concurrent`] sessions at once.
 //!
 //! Each phase's deadlines start when the operation gets its slot, so a reachable VM
 //! queued behind others for a handshake slot is never timed out for the wait. The SSH
-//! threads are the shell's own, not tokio's blocking pool: hundreds of sessions stuck on
-//! slow VMs cannot starve DNS resolution or file I/O elsewhere in the process. No session
+//! threads are the shell's own pool, not tokio's blocking pool of the process: hundreds of
+//! sessions stuck on slow VMs cannot starve DNS resolution or file I/O elsewhere. No session
 //! outlives its operation and none is held across an `.await`. What the scripts say lives
 //! in `script`; the wire in `session`.
 
@@ -25,14 +25,17 @@ use tracing::{debug, warn};
 
 use crate::config::SshConfig;
 use crate::session::{Credentials, Exec, HostKeyPins, Login, login};
+use crate::threads::SshThreads;
 use crate::{
     ProbeReport, RunnerInstall, ScriptOutput, ShellError, SshStep, SshTarget, VmShell, dial, script,
 };
 
-/// The production [`VmShell`]: ssh2 over blocking sockets, one SSH thread per session.
+/// The production [`VmShell`]: ssh2 over blocking sockets, each session on one of the
+/// shell's (reused) SSH threads.
 pub struct Ssh2Shell {
     inner: Arc<Inner>,
     slots: Slots,
+    threads: SshThreads,
 }
 
 struct Inner {
@@ -73,7 +76,13 @@ impl Ssh2Shell {
             sessions: Arc::new(Semaphore::new(config.max_concurrent)),
             handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
         };
-        Ok(Ssh2Shell { inner: Arc::new(Inner { config, credentials, pins: HostKeyPins::default() }), slots })
+        let threads = SshThreads::new(config.max_concurrent)
+            .map_err(|e| ShellError::Config(format!("cannot start the SSH threads: {e}")))?;
+        Ok(Ssh2Shell {
+            inner: Arc::new(Inner { config, credentials, pins: HostKeyPins::default() }),
+            slots,
+            threads,
+        })
     }
 
     /// The settings in use.
@@ -90,6 +99,15 @@ impl Ssh2Shell {
     /// Connects, authenticates once and disconnects (no command).
     pub async fn check_login(&self, target: &SshTarget) -> Result<(), ShellError> {
         self.session(target, |_login| Ok(())).await
+    }
+
+    /// Phase 1 alone: the VM accepts TCP and its SSH server sends its banner. No key
+    /// exchange, no login and no thread: readiness costs the controller no handshake, and
+    /// the install that follows is the VM's first login.
+    async fn answers(&self, target: &SshTarget) -> Result<(), ShellError> {
+        let config = &self.inner.config;
+        let _dialing = acquire(&self.slots.dialing, target, config.queue_timeout).await?;
+        dial::dial(target, config.connect_timeout, config.io_timeout).await.map(drop)
     }
 
     /// Logs in and runs one command under `budget`.
@@ -131,19 +149,12 @@ impl Ssh2Shell {
         let inner = Arc::clone(&self.inner);
         let owned_target = target.clone();
         let (done, result) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("ssh-session".into())
-            .spawn(move || {
-                let _session_slot = session_slot;
-                let login = login(tcp, &owned_target, &inner.config, &inner.credentials, &inner.pins);
-                drop(handshake_slot);
-                let _ = done.send(login.and_then(|login| work(&login)));
-            })
-            .map_err(|e| ShellError::Failed {
-                target: target.to_string(),
-                step: SshStep::Queue,
-                source: e.into(),
-            })?;
+        self.threads.run(move || {
+            let _session_slot = session_slot;
+            let login = login(tcp, &owned_target, &inner.config, &inner.credentials, &inner.pins);
+            drop(handshake_slot);
+            let _ = done.send(login.and_then(|login| work(&login)));
+        });
         result.await.map_err(|_| ShellError::Failed {
             target: target.to_string(),
             step: SshStep::Exec,
@@ -200,7 +211,7 @@ impl VmShell for Ssh2Shell {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.check_login(target).await {
+            match self.answers(target).await {
                 Ok(()) => {
                     debug!(%target, attempt, "SSH ready");
                     return Ok(());

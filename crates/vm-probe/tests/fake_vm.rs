@@ -264,7 +264,10 @@ async fn forward(port: u16, target: &SshTarget) -> SshTarget {
 #[tokio::test]
 async fn wrong_password_and_rejecting_vm_fail_auth_for_good() {
     let (_vm, _dir, target) = boot(VmBehaviour::Normal).await;
-    let err = password_shell("wrong").wait_ready(&target).await.unwrap_err();
+    let shell = password_shell("wrong");
+    // Readiness is the server's banner, not a login: the first command meets the password.
+    shell.wait_ready(&target).await.expect("the VM answers");
+    let err = shell.run_script(&target, "true").await.unwrap_err();
     assert!(matches!(err, ShellError::AuthFailed { .. }), "{err:?}");
     assert!(!err.is_retryable());
     assert!(!err.to_string().contains("wrong"), "no password in the message");

@@ -95,10 +95,14 @@ async fn password_auth_with_a_local_user_and_a_wrong_password_is_final() {
     let good =
         Ssh2Shell::new(quick_config(&user, SshAuth::Password(SecretString::from(password)), layout.clone()));
     let out = good.unwrap().run_script(&sshd.target(), "id -un").await;
-    let bad = Ssh2Shell::new(quick_config(&user, SshAuth::Password(SecretString::from("not-it")), layout));
-    let err = bad.unwrap().wait_ready(&sshd.target()).await;
+    let bad =
+        Ssh2Shell::new(quick_config(&user, SshAuth::Password(SecretString::from("not-it")), layout)).unwrap();
+    // Readiness does not log in (the server's banner is enough); the first command does.
+    let ready = bad.wait_ready(&sshd.target()).await;
+    let err = bad.run_script(&sshd.target(), "id -un").await;
     lock_password_user();
     assert_eq!(out.unwrap().stdout.trim(), user, "sshd log:\n{}", sshd.log());
+    ready.unwrap();
     let err = err.unwrap_err();
     assert!(matches!(err, ShellError::AuthFailed { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -111,7 +115,8 @@ async fn an_unauthorized_key_is_a_non_retryable_auth_failure() {
     let (stranger, _) = keygen(other.path(), "stranger");
     let auth = SshAuth::PrivateKey { path: stranger, passphrase: None };
     let shell = Ssh2Shell::new(quick_config(&sshd.user, auth, layout_in(&sshd, "vm"))).unwrap();
-    let err = shell.wait_ready(&sshd.target()).await.unwrap_err();
+    shell.wait_ready(&sshd.target()).await.expect("the server answers; readiness does not log in");
+    let err = shell.probe(&sshd.target()).await.unwrap_err();
     assert!(matches!(err, ShellError::AuthFailed { .. }), "{err:?}");
     assert_eq!(err.step(), Some(SshStep::Auth));
     assert!(!err.is_retryable());

@@ -222,11 +222,12 @@ async fn single_runner(params: &Params) -> Result<SingleRunner> {
         let online_before = online_runners(world);
         let started = Instant::now();
         world.enqueue_jobs(1, Duration::from_secs(3600));
-        let online = eventually("the runner is online", Duration::from_secs(120), Duration::from_millis(10), || {
-            (online_runners(world) > online_before).then(|| started.elapsed())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", served.controller.log()))?;
+        let online =
+            eventually("the runner is online", Duration::from_secs(120), Duration::from_millis(10), || {
+                (online_runners(world) > online_before).then(|| started.elapsed())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", served.controller.log()))?;
         samples.push(online);
     }
     served.controller.stop(Duration::from_secs(30)).await?;

@@ -210,19 +210,21 @@ pub fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
-/// `perf record` attached to a process for a while (when asked for with `--perf DIR`).
+/// `perf record` of the whole machine for a while (when asked for with `--perf DIR`).
+/// Whole-machine, not `-p`: the controller's SSH threads are created during a burst, and
+/// the fakes' share is part of the explanation. `perf report --pid <controller>` narrows it.
 pub struct Profiler {
     child: Child,
 }
 
 impl Profiler {
-    /// Starts sampling `pid` with call graphs into `path`; `None` (with a note) if `perf`
-    /// cannot be started.
+    /// Starts sampling every CPU with call graphs into `path` (the controller's pid is
+    /// printed, for `perf report --pid`); `None` (with a note) if `perf` cannot be started.
     pub fn start(pid: u32, path: &Path) -> Option<Self> {
+        println!("(perf: recording the whole machine into {}; controller pid {pid})", path.display());
         let child = Command::new("perf")
-            .args(["record", "-F", "499", "-g", "-o"])
+            .args(["record", "-F", "499", "-g", "-a", "-o"])
             .arg(path)
-            .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -58,8 +58,11 @@ impl fmt::Debug for RunnerInstall {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait VmShell: Send + Sync {
-    /// Waits until the VM accepts SSH logins (retrying connect/handshake within the
-    /// implementation's readiness budget). Auth failures end the wait at once.
+    /// Waits until the VM's SSH server answers (retrying within the implementation's
+    /// readiness budget). The production shell waits for the server's SSH banner and does
+    /// not log in: the command that follows is the first login, so wrong credentials
+    /// surface there as a non-retryable [`ShellError::AuthFailed`]. An implementation may
+    /// log in here instead; an auth failure must then end the wait at once.
     async fn wait_ready(&self, target: &SshTarget) -> Result<(), ShellError>;
 
     /// Reads setup sentinel, run sentinel and run.sh liveness in one round trip.
