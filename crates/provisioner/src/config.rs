@@ -60,7 +60,8 @@ pub struct FleetConfig {
     pub metadata: BTreeMap<String, String>,
     /// `MAX_RUNNERS`, the warm pool and the idle grace.
     pub scaling: ScalingConfig,
-    /// How many runners may be provisioning (deploy → online) at the same time.
+    /// How many VM deploys may be in flight at the same time (from the deploy request to
+    /// the VM running). It spares the VM backend's API; the SSH side has its own caps.
     pub provisioning_concurrency: usize,
     /// Deploying the VM. The deadline is also the deploy timeout handed to the backend.
     pub deploy: StepPolicy,

@@ -52,6 +52,9 @@ impl Shared {
         }
 
         let vm = self.deploy(name, cancel).await?;
+        // The slot spares Orka's API: what follows (JIT config, SSH, install) never talks
+        // to Orka, so the next deploy need not wait for this runner to come online.
+        drop(permit);
         if vm.name != *name {
             self.rename(name, &vm.name);
             *name = vm.name.clone();
@@ -108,7 +111,6 @@ impl Shared {
             async move { shell.install_and_start_runner(&target, &install).await.map_err(Cause::Shell) }
         })
         .await?;
-        drop(permit);
         let mut st = self.lock();
         st.counters.provisions_succeeded += 1;
         let outcome = self.apply(&mut st, name, LifecycleEvent::RunnerStarted, None);

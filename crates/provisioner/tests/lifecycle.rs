@@ -273,6 +273,28 @@ async fn never_above_max_runners_and_provisioning_concurrency_is_bounded() {
     assert_eq!(lab.orka.peak_concurrent_deploys(), 2);
 }
 
+/// The provisioning limit spares Orka's API: it covers the deploy request only, so a
+/// runner still installing over SSH (which Orka never sees) does not hold back the next
+/// deploy. Before, the slot was held until the runner was online, and a burst larger than
+/// the limit went through Orka in waves of deploy + install.
+#[tokio::test(start_paused = true)]
+async fn the_provisioning_slot_is_released_once_the_vm_is_deployed() {
+    let mut config = config();
+    config.scaling.max_runners = 2;
+    config.provisioning_concurrency = 1;
+    let lab = Lab::new(config);
+    *lab.orka.deploy_delay.lock().unwrap() = Duration::from_secs(1);
+    *lab.shell.install_delay.lock().unwrap() = Duration::from_secs(20);
+    lab.deliver(&msg(1, stats(2, 0), vec![])).await;
+    // Both deploys are done long before the first install ends.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(lab.orka.names().len(), 2, "the second VM must not wait for the first runner's install");
+    assert_eq!(lab.orka.peak_concurrent_deploys(), 1, "one deploy request at a time");
+    lab.settle().await;
+    let counters = lab.fleet.counters();
+    assert_eq!(counters.provisions_succeeded, 2, "both runners came online: {counters:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn warm_pool_and_surplus_idle_retired_after_the_grace() {
     let mut config = config();

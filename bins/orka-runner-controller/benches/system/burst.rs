@@ -4,11 +4,14 @@
 //! samples the controller's CPU %, RSS, threads and TCP connections while it probes them
 //! periodically, against the same figures with no runner.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use orka_runner_controller::demo::summary::{SumCount, stage_latencies, stage_order};
 use testkit::github::{Endpoint, Fault, JobState, RunnerStatus};
 use testkit::world::World;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::harness::{Controller, Profiler, WorldSpec, eventually, secs, start_world};
@@ -42,6 +45,8 @@ struct BurstOutcome {
     bench_cpu: Duration,
     machine_cpu: Duration,
     idle: Usage,
+    /// Mean per stage over the burst's runners, from the controller's histograms.
+    stages: String,
 }
 
 /// A controller serving a world, ready for a burst.
@@ -50,6 +55,33 @@ struct Served {
     controller: Controller,
     _dir: tempfile::TempDir,
     ticks: u64,
+    /// Where the controller serves `/metrics`.
+    metrics: std::net::SocketAddr,
+}
+
+/// Per-stage latency histograms (sum, count) the controller exports, by stage.
+type Stages = BTreeMap<String, SumCount>;
+
+/// The controller's own per-stage latency histograms, read from its `/metrics`.
+async fn stages(addr: std::net::SocketAddr) -> Result<Stages> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(stage_latencies(&response))
+}
+
+/// Mean of each stage over the observations made between `before` and `after`.
+fn stage_means(before: &Stages, after: &Stages) -> String {
+    stage_order()
+        .filter_map(|stage| {
+            let a = after.get(stage)?;
+            let b = before.get(stage).copied().unwrap_or_default();
+            let delta = SumCount { sum: a.sum - b.sum, count: a.count - b.count };
+            Some(format!("{stage} {:.3} s", delta.mean()?))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn serve(params: &Params, provisions: usize) -> Result<Served> {
@@ -63,6 +95,8 @@ async fn serve(params: &Params, provisions: usize) -> Result<Served> {
     let dir = tempfile::tempdir()?;
     let max = params.jobs.to_string();
     let provisions = provisions.to_string();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let metrics_addr = metrics.to_string();
     let probe_interval = format!("{}ms", params.probe_interval.as_millis());
     let controller = Controller::spawn(
         &world,
@@ -76,6 +110,8 @@ async fn serve(params: &Params, provisions: usize) -> Result<Served> {
             ("VM_TRACKER_INTERVAL", "300s"),
             ("RUNNER_IDLE_GRACE", "30m"),
             ("LOG_LEVEL", "warn"),
+            ("ENABLE_METRICS", "true"),
+            ("METRICS_ADDR", &metrics_addr),
         ],
         false,
     )?;
@@ -87,7 +123,7 @@ async fn serve(params: &Params, provisions: usize) -> Result<Served> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", controller.log()))?;
-    Ok(Served { world, controller, _dir: dir, ticks: procfs::clock_ticks() })
+    Ok(Served { world, controller, _dir: dir, ticks: procfs::clock_ticks(), metrics })
 }
 
 async fn burst(served: &Served, params: &Params, provisions: usize) -> Result<BurstOutcome> {
@@ -104,6 +140,7 @@ async fn burst(served: &Served, params: &Params, provisions: usize) -> Result<Bu
             &dir.join(format!("burst-{}-{provisions}.data", params.jobs)),
         )
     });
+    let stages_before = stages(served.metrics).await?;
     world.github.inject(Fault::PauseDelivery);
     let jobs = world.enqueue_jobs(params.jobs, Duration::from_secs(6 * 3600));
     let started = Instant::now();
@@ -134,6 +171,7 @@ async fn burst(served: &Served, params: &Params, provisions: usize) -> Result<Bu
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", served.controller.log()))?;
     let after = served.controller.usage(ticks);
+    let stages = stage_means(&stages_before, &stages(served.metrics).await?);
     if let Some(profiler) = profiler {
         profiler.stop().await?;
     }
@@ -145,6 +183,7 @@ async fn burst(served: &Served, params: &Params, provisions: usize) -> Result<Bu
         bench_cpu: procfs::usage("self", ticks).unwrap_or_default().cpu.saturating_sub(bench0),
         machine_cpu: procfs::machine_busy(ticks).saturating_sub(machine0),
         idle,
+        stages,
     })
 }
 
@@ -174,6 +213,7 @@ fn print_burst(params: &Params, provisions: usize, single: &SingleRunner, o: &Bu
         secs(o.machine_cpu),
         secs(params.deploy_latency + others_bound),
     );
+    println!("stage means over this burst (the controller's stage histograms): {}", o.stages);
 }
 
 fn burst_header(params: &Params, single: &SingleRunner) {

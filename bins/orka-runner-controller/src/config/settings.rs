@@ -115,7 +115,11 @@ pub const SETTINGS: &[Setting] = &[
     new("WARM_RUNNER_MAX_AGE", "4h", "Idle runners with a VM this old are replaced, then retired (0: never)"),
     go("RUNNER_DEREGISTRATION_TIMEOUT", "30s", "Wait for a runner to deregister before removing it by force"),
     go("RUNNER_DEREGISTRATION_POLL_INTERVAL", "2s", "Poll period while waiting for deregistration"),
-    new("MAX_CONCURRENT_PROVISIONS", "100", "VM deploys and SSH installs running at the same time"),
+    new(
+        "MAX_CONCURRENT_PROVISIONS",
+        "100",
+        "VM deploys in flight at the same time (the slot is released once the VM runs)",
+    ),
     new(
         "OUTDATED_RUNNER_RETRY_INTERVAL",
         "5m",

@@ -15,7 +15,7 @@
 
 mod controller;
 mod progress;
-mod summary;
+pub mod summary;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
